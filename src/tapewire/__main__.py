@@ -1,0 +1,3 @@
+from tapewire.cli import main
+
+main()

@@ -1,0 +1,265 @@
+"""The request handler: forward each request byte-exact, stream each response chunk to the agent
+as it arrives, and tee both into the exchange record. No parsing and no storage here: the only
+I/O besides the two sockets is the journal append when an exchange begins and ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from tapewire.capture.errors import error_body
+from tapewire.capture.headers import evidence, forwardable, storable
+from tapewire.capture.recorder import Recorder, Tee
+from tapewire.capture.routing import Route, RouteError, Upstream, route
+from tapewire.model import Exchange, Headers, Outcome, new_id
+
+log = logging.getLogger("tapewire.capture")
+
+# aiohttp would otherwise add its own Accept, Accept-Encoding, User-Agent and Content-Type:
+# the upstream must see the agent's headers, not ours.
+_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+_INLINE_BODY = 1024 * 1024  # smaller request bodies are read whole; larger ones stream through
+_OURS = "x-tapewire-"
+
+
+def _decode(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+class Proxy:
+    def __init__(
+        self,
+        upstreams: dict[str, Upstream],
+        recorder: Recorder,
+        *,
+        run_id: str,
+        default_upstream: str = "openai",
+        credential_headers: frozenset[str],
+        connect_timeout: float = 30.0,
+        read_timeout: float = 600.0,
+    ) -> None:
+        self.upstreams = upstreams
+        self.recorder = recorder
+        self.run_id = run_id
+        self.default_upstream = default_upstream
+        self.credentials = credential_headers
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._client: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            auto_decompress=False,  # compressed bytes stay compressed, end to end
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_SKIP_AUTO,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # ---- the handler -----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.time()
+        headers = _decode(request.raw_headers)
+        try:
+            r = route(request.raw_path, self.upstreams, self.default_upstream)
+        except RouteError as e:
+            return self._unroutable(request, headers, started, str(e))
+        ex = Exchange(
+            id=new_id(),
+            run_id=self.run_id,
+            started_at=started,
+            method=request.method,
+            path=request.raw_path,
+            upstream=r.upstream.name,
+            upstream_url=r.upstream.origin + r.target,
+            provider=r.provider,
+            request_headers=storable(headers, self.credentials),
+            evidence=evidence(headers, r.session),
+        )
+        state = _Flight(self.recorder, ex)
+        try:
+            return await self._forward(request, headers, r, state)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the agent hangs up: the upstream request goes
+            # with it (its connection is closed on the way out), and the record says so.
+            state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
+            raise
+        except Exception as e:  # a bug here must not become the agent's problem silently
+            log.exception("proxy error on %s %s", request.method, request.raw_path)
+            state.finish(Outcome.UPSTREAM_ERROR, f"tapewire internal error: {e!r}")
+            raise
+
+    async def _forward(
+        self, request: web.Request, headers: Headers, r: Route, state: _Flight
+    ) -> web.StreamResponse:
+        assert self._client is not None
+        ex = state.ex
+        fwd = [
+            (k, r.upstream.host_header) if k.lower() == "host" else (k, v)
+            for k, v in forwardable(headers)
+            if not k.lower().startswith(_OURS)
+        ]
+        data: bytes | AsyncIterator[bytes] | None
+        if not request.body_exists:
+            data = None
+            state.begin()
+        elif request.content_length is not None and request.content_length <= _INLINE_BODY:
+            data = await request.content.readexactly(request.content_length)
+            state.request.add(data)
+            state.begin()
+        else:
+            data = self._stream_request(request, state)
+
+        try:
+            upstream = await self._client.request(
+                request.method,
+                URL(ex.upstream_url, encoded=True),
+                headers=fwd,
+                data=data,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
+        except TimeoutError:
+            return await self._fail(request, state, 504, Outcome.TIMEOUT,
+                                    f"upstream {ex.upstream} ({ex.upstream_url}) did not answer in time")  # fmt: skip
+        except (aiohttp.ClientError, OSError) as e:
+            return await self._fail(request, state, 502, Outcome.UPSTREAM_ERROR,
+                                    f"upstream {ex.upstream} ({ex.upstream_url}) failed: {e}")  # fmt: skip
+
+        state.begin()  # a body that streamed is complete once the upstream answers
+        ex.upstream_headers_at = time.time()
+        ex.status = upstream.status
+        ex.response_headers = storable(_decode(upstream.raw_headers), self.credentials)
+        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for k, v in forwardable(_decode(upstream.raw_headers)):
+            out.headers.add(k, v)
+        length = upstream.content_length
+        body = state.response
+        try:
+            await out.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                if ex.first_byte_at is None:
+                    ex.first_byte_at = time.time()
+                body.add(chunk)
+                if length is not None and body.size >= length:
+                    # The agent's last byte: journal the exchange before it is sent.
+                    ex.last_byte_at = time.time()
+                    state.finish(Outcome.COMPLETE)
+                await out.write(chunk)
+        except aiohttp.ClientPayloadError as e:
+            state.finish(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
+            upstream.close()
+            _abort(request)  # the agent's stream ends the way the upstream's did
+            return out
+        except TimeoutError:
+            state.finish(Outcome.TIMEOUT, "upstream stopped sending mid-response")
+            upstream.close()
+            _abort(request)
+            return out
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
+            upstream.close()
+            return out
+        except asyncio.CancelledError:
+            upstream.close()
+            raise
+        if not state.done:
+            ex.last_byte_at = time.time()
+            state.finish(Outcome.COMPLETE)
+        upstream.release()
+        await out.write_eof()
+        return out
+
+    async def _stream_request(self, request: web.Request, state: _Flight) -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_any():
+            state.request.add(chunk)
+            yield chunk
+        state.begin()
+
+    async def _fail(
+        self, request: web.Request, state: _Flight, status: int, outcome: Outcome, message: str
+    ) -> web.StreamResponse:
+        ex = state.ex
+        body = error_body(ex.provider, status, message)
+        ex.status = status
+        ex.upstream_headers_at = ex.first_byte_at = ex.last_byte_at = time.time()
+        ex.response_headers = [("Content-Type", "application/json"), ("X-Tapewire-Error", "1")]
+        state.response.add(body)
+        state.finish(outcome, message)
+        resp = web.Response(status=status, body=body, content_type="application/json")
+        resp.headers["X-Tapewire-Error"] = "1"
+        return resp
+
+    def _unroutable(
+        self, request: web.Request, headers: Headers, started: float, message: str
+    ) -> web.StreamResponse:
+        ex = Exchange(
+            id=new_id(), run_id=self.run_id, started_at=started, method=request.method,
+            path=request.raw_path, upstream="", upstream_url="", provider=None,
+            request_headers=storable(headers, self.credentials), evidence=evidence(headers, None),
+        )  # fmt: skip
+        state = _Flight(self.recorder, ex)
+        state.begin()
+        ex.status = 502
+        body = error_body(None, 502, message)
+        ex.response_headers = [("Content-Type", "application/json")]
+        state.response.add(body)
+        state.finish(Outcome.UPSTREAM_ERROR, message)
+        return web.Response(status=502, body=body, content_type="application/json")
+
+
+class _Flight:
+    """One exchange on its way: its two tees and the begin/end bookkeeping, each done once."""
+
+    __slots__ = ("begun", "done", "ex", "recorder", "request", "response")
+
+    def __init__(self, recorder: Recorder, ex: Exchange) -> None:
+        self.recorder = recorder
+        self.ex = ex
+        self.request: Tee = recorder.tee()
+        self.response: Tee = recorder.tee()
+        self.begun = False
+        self.done = False
+
+    def begin(self) -> None:
+        if self.begun:
+            return
+        self.begun = True
+        ex = self.ex
+        ex.request_end_at = time.time()
+        ex.request_size = self.request.size
+        ex.request_truncated = self.request.truncated
+        ex.request_body = self.request.take()
+        self.recorder.begin(ex)
+        ex.request_body = b""  # journaled; the end record does not carry it again
+
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        if self.done:
+            return
+        self.begin()
+        self.done = True
+        ex = self.ex
+        ex.outcome = outcome
+        ex.error = error
+        ex.response_size = self.response.size
+        ex.response_truncated = self.response.truncated
+        ex.response_body = self.response.take()
+        self.recorder.end(ex)
+
+
+def _abort(request: web.Request) -> None:
+    """Cut the agent's connection without a clean end of body, as the upstream did."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

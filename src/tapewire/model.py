@@ -1,0 +1,133 @@
+"""Plain data types shared by every room; nothing here imports the rest of tapewire."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Headers = list[tuple[str, str]]
+
+
+class Outcome(StrEnum):
+    """How an exchange ended, as the proxy saw it."""
+
+    IN_FLIGHT = "in_flight"  # begun; its end record has not been ingested yet
+    COMPLETE = "complete"
+    CLIENT_DISCONNECT = "client_disconnect"
+    UPSTREAM_ERROR = "upstream_error"  # refused, reset, or malformed before headers
+    UPSTREAM_RESET = "upstream_reset"  # cut off after the response had started
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"  # tapewire stopped (or was killed) mid-exchange
+
+
+def new_id() -> str:
+    """A UUIDv7 string: time-ordered, so ids sort like the exchanges happened.
+
+    The stdlib only grows uuid.uuid7 in Python 3.14.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= (rand >> 68) << 64  # 12 bits rand_a
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass
+class Evidence:
+    """What the wire said about which session and thread an exchange belongs to."""
+
+    session: str | None = None  # tapewire's own: /s/<session>/ or x-tapewire-session
+    claude_session: str | None = None  # x-claude-code-session-id
+    claude_agent: str | None = None  # x-claude-code-agent-id
+    codex_session: str | None = None  # session_id / session-id
+    codex_thread: str | None = None  # thread-id
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def session_key(self) -> str | None:
+        """The strongest session identity seen, for grouping bodies at ingest."""
+        for value in (self.session, self.claude_session, self.codex_session):
+            if value:
+                return value
+        return None
+
+    def thread_key(self) -> str | None:
+        return self.claude_agent or self.codex_thread
+
+
+@dataclass
+class Exchange:
+    """One request and its response exactly as they crossed the wire."""
+
+    id: str
+    run_id: str
+    started_at: float  # unix seconds
+    method: str
+    path: str  # as the client sent it, prefixes included
+    upstream: str  # upstream name
+    upstream_url: str  # where it was forwarded
+    provider: str | None  # wire format recognised from the path; None = opaque
+    request_headers: Headers
+    request_body: bytes = b""
+    request_truncated: bool = False
+    request_size: int = 0  # bytes seen, which may exceed len(request_body) when truncated
+    evidence: Evidence = field(default_factory=Evidence)
+    recorder: str = ""  # the journal that captured it (set at ingest)
+    request_end_at: float | None = None
+    status: int | None = None
+    response_headers: Headers = field(default_factory=list)
+    response_body: bytes = b""
+    response_truncated: bool = False
+    response_size: int = 0
+    upstream_headers_at: float | None = None
+    first_byte_at: float | None = None
+    last_byte_at: float | None = None
+    outcome: Outcome = Outcome.IN_FLIGHT
+    error: str | None = None
+    request_sha256: str | None = None  # of the body as it crossed the wire (set at ingest)
+    redactions: int = 0
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """First value of a header, case-insensitively."""
+    lname = name.lower()
+    for k, v in headers:
+        if k.lower() == lname:
+            return v
+    return None
+
+
+@dataclass
+class ExchangeEnd:
+    """The response half of an exchange, journaled when the exchange ends."""
+
+    id: str
+    status: int | None
+    response_headers: Headers
+    response_body: bytes
+    response_truncated: bool
+    response_size: int
+    upstream_headers_at: float | None
+    first_byte_at: float | None
+    last_byte_at: float | None
+    outcome: Outcome
+    error: str | None
+    response_encoding: str | None = None  # what the stored body is encoded in, when not as sent
+    response_sha256: str | None = None
+    redactions: int = 0
+
+
+@dataclass
+class RunContext:
+    """What `tapewire run` knew about the agent's run: command, cwd, git state, memory files."""
+
+    session: str
+    recorded_at: float
+    context: dict[str, object]

@@ -1,0 +1,200 @@
+"""Replace secrets (API keys, tokens, private keys) in stored bodies with ``[REDACTED:<rule>]``.
+
+Runs only on what is written to the store, never on the bytes forwarded upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_RULES", "Redactor", "Rule"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named pattern; when it has a capture group only group 1 is replaced."""
+
+    name: str
+    pattern: re.Pattern[bytes]
+    # Literal substrings every match starts with; () means scan with finditer.
+    anchors: tuple[bytes, ...] = ()
+
+
+# Token start: not glued to a preceding identifier character ("desk-", "task-"), but still
+# allowed right after a JSON escape (a .env line after "\n") or a percent-encoded byte.
+_START = rb"(?:(?<![A-Za-z0-9_-])|(?<=\\[nrt])|(?<=%[0-9A-Fa-f]{2}))"
+
+# Random keys mix digits and both cases; hyphenated identifiers ("sk-admin-panel-...") do not.
+_MIXED = rb"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])"
+
+# One element of a PEM body, raw or inside a (possibly twice) JSON-encoded string. A lone
+# backslash is excluded so a match never ends halfway through an escape like \" .
+_PEM_ITEM = rb"(?:[A-Za-z0-9+/=\s:,]|\\[nrt]|\\\\|-(?!----END))"
+
+
+def _rule(name: str, pattern: bytes, *anchors: bytes) -> Rule:
+    return Rule(name, re.compile(pattern), anchors)
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    # api03 / admin01 / oat01 / ort01 / sid01: the prefix alone is unambiguous, and a loose
+    # length keeps working if Anthropic changes the body (today 93 chars + "AA").
+    _rule(
+        "anthropic-key",
+        _START + rb"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{32,}",
+        b"sk-ant-",
+    ),
+    _rule(
+        "openai-key",
+        _START + rb"sk-(?:"
+        # Project / service-account / admin keys.
+        rb"(?:proj|svcacct|admin)-" + _MIXED + rb"[A-Za-z0-9_-]{40,}"
+        # Every key since 2023 embeds base64("OpenAI"), "sk-<project-name>-..." ones too.
+        rb"|(?=[A-Za-z0-9_-]*T3BlbkFJ)[A-Za-z0-9_-]{20,}"
+        # Legacy user keys.
+        rb"|[A-Za-z0-9]{48}(?![A-Za-z0-9_-]))",
+        b"sk-",
+    ),
+    _rule(
+        "aws-access-key-id",
+        _START + rb"(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+        b"AKIA",
+        b"ASIA",
+    ),
+    # A bare 40-char base64 run is far too common to redact unless it is named.
+    _rule(
+        "aws-secret-key",
+        rb"(?:aws_secret_access_key|AWS_SECRET_ACCESS_KEY|SecretAccessKey)"
+        rb"[\s\"'\\]{0,8}(?:=>|[:=])[\s\"'\\]{0,8}"
+        rb"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+        b"aws_secret_access_key",
+        b"AWS_SECRET_ACCESS_KEY",
+        b"SecretAccessKey",
+    ),
+    _rule(
+        "github-token",
+        _START + rb"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9]{20,}_[A-Za-z0-9]{40,})",
+        b"ghp_",
+        b"gho_",
+        b"ghu_",
+        b"ghs_",
+        b"ghr_",
+        b"github_pat_",
+    ),
+    # Requiring a digit spares placeholders like "xoxb-your-token-here".
+    _rule(
+        "slack-token",
+        _START + rb"xox[abprs]-(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9-]{10,}",
+        b"xoxb-",
+        b"xoxp-",
+        b"xoxa-",
+        b"xoxr-",
+        b"xoxs-",
+    ),
+    # Anchored after the scheme so scheme-less and http:// copies are caught too.
+    _rule(
+        "slack-webhook",
+        rb"hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/[A-Za-z0-9]{16,}",
+        b"hooks.slack.com/services/",
+    ),
+    # The body must hold a 40+ char base64 run so code that merely mentions the header
+    # survives; a block cut off before its END line is still redacted up to where it stops.
+    _rule(
+        "private-key",
+        rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+        + _PEM_ITEM
+        + rb"*?[A-Za-z0-9+/]{40}"
+        + _PEM_ITEM
+        + rb"*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
+        b"-----BEGIN ",
+    ),
+)
+
+
+class Redactor:
+    """Applies the default rules plus user patterns to a body."""
+
+    def __init__(self, extra_patterns: Sequence[str] = (), *, defaults: bool = True) -> None:
+        rules: list[Rule] = list(DEFAULT_RULES) if defaults else []
+        for i, source in enumerate(extra_patterns, start=1):
+            try:
+                pattern = re.compile(source.encode())
+            except re.error as exc:
+                raise ValueError(f"invalid redaction pattern {source!r}: {exc}") from exc
+            rules.append(Rule(f"custom-{i}", pattern))
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self._labels = {r.name: b"[REDACTED:" + r.name.encode("ascii") + b"]" for r in rules}
+
+    def redact(self, data: bytes) -> tuple[bytes, int]:
+        """Return ``(redacted, count)``; ``data`` itself when nothing matched."""
+        spans: list[tuple[int, int, str]] = []
+        for rule in self.rules:
+            _collect(rule, data, spans)
+        if not spans:
+            return data, 0
+
+        # Union overlapping spans rather than dropping one: a partly kept secret is a leak.
+        spans.sort(key=lambda s: (s[0], -s[1]))
+        merged: list[tuple[int, int, str]] = []
+        for start, end, name in spans:
+            if merged and start < merged[-1][1]:
+                if end > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], end, merged[-1][2])
+                continue
+            merged.append((start, end, name))
+
+        out: list[bytes] = []
+        pos = 0
+        for start, end, name in merged:
+            out.append(data[pos:start])
+            out.append(self._labels[name])
+            pos = end
+        out.append(data[pos:])
+        return b"".join(out), len(merged)
+
+
+def _collect(rule: Rule, data: bytes, spans: list[tuple[int, int, str]]) -> None:
+    pattern = rule.pattern
+    group = 1 if pattern.groups else 0
+    if not rule.anchors:
+        for m in pattern.finditer(data):
+            _add(m, group, rule.name, spans)
+        return
+    for anchor in rule.anchors:
+        pos = data.find(anchor)
+        while pos != -1:
+            hit = pattern.match(data, pos)
+            if hit is not None:
+                _add(hit, group, rule.name, spans)
+            pos = data.find(anchor, pos + 1)
+
+
+def _add(m: re.Match[bytes], group: int, name: str, spans: list[tuple[int, int, str]]) -> None:
+    data: bytes = m.string
+    start, end = m.span(group)
+    if start >= end:  # an empty match, or a group that did not take part
+        return
+    # Keep a JSON body valid even for JSON-unaware user patterns such as password=(\S+):
+    # stop at the closing quote of the string, and never split a backslash escape. A match
+    # that starts with a quote is deliberately matching JSON syntax, so it is left alone.
+    if data[start] != 0x22:
+        q = data.find(b'"', start, end)
+        while q != -1 and _escaped(data, q):
+            q = data.find(b'"', q + 1, end)
+        if q != -1:
+            end = q
+    if _escaped(data, start):
+        start -= 1
+    if end < len(data) and _escaped(data, end):
+        end += 1
+    spans.append((start, end, name))
+
+
+def _escaped(data: bytes, i: int) -> bool:
+    """Whether data[i] is preceded by an odd run of backslashes."""
+    j = i
+    while j > 0 and data[j - 1] == 0x5C:
+        j -= 1
+    return (i - j) % 2 == 1

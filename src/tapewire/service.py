@@ -1,0 +1,219 @@
+"""A running recorder: journal, proxy listener, ingester and store wired together, started and
+stopped as one. `tapewire serve` runs it in the foreground; `tapewire run` and the tests run it
+on a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tapewire import __version__
+from tapewire.capture.headers import CREDENTIAL_HEADERS
+from tapewire.capture.proxy import Proxy
+from tapewire.capture.recorder import EXCHANGE_CAP, INFLIGHT_CAP, Recorder
+from tapewire.capture.routing import parse_upstreams
+from tapewire.capture.server import ProxyServer
+from tapewire.journal.ingest import Ingester
+from tapewire.journal.records import context_record
+from tapewire.journal.segments import OwnerLock, backlog_bytes, journal_id
+from tapewire.journal.writer import JournalWriter
+from tapewire.model import RunContext, new_id
+from tapewire.redact import Redactor
+from tapewire.store import Store, open_store
+
+log = logging.getLogger("tapewire")
+
+STATE_FILE = "serve.json"
+
+
+@dataclass
+class Settings:
+    db: Path
+    journal: Path | None = None  # default: <db>.journal beside the database
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstreams: list[str] = field(default_factory=list)  # NAME=URL over the public defaults
+    default_upstream: str = "openai"
+    redact: bool = True
+    redact_patterns: list[str] = field(default_factory=list)
+    extra_credential_headers: list[str] = field(default_factory=list)
+    fsync_interval: float = 1.0
+    exchange_cap: int = EXCHANGE_CAP
+    inflight_cap: int = INFLIGHT_CAP
+    connect_timeout: float = 30.0
+    read_timeout: float = 600.0
+    grace: float = 10.0  # how long a stop waits for streams still running
+    token: str | None = None
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.journal or Path(str(self.db) + ".journal")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        if not _is_loopback(settings.host) and not settings.token:
+            raise ValueError(
+                f"refusing to listen on {settings.host} without --token: "
+                "beyond loopback, every request must carry x-tapewire-token"
+            )
+        self.settings = settings
+        self.run_id = new_id()
+        directory = settings.journal_dir
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock = OwnerLock(directory)
+        self.lock.acquire()
+        self.recorder_id = journal_id(directory)
+        self.journal = JournalWriter(
+            directory, fsync_interval=settings.fsync_interval, on_write=self._wake_ingester
+        )
+        credentials = CREDENTIAL_HEADERS | {h.lower() for h in settings.extra_credential_headers}
+        self.recorder = Recorder(
+            self.journal, exchange_cap=settings.exchange_cap, inflight_cap=settings.inflight_cap
+        )
+        self.upstreams = parse_upstreams(settings.upstreams)
+        redactor = Redactor(settings.redact_patterns) if settings.redact else None
+        self.ingester = Ingester(
+            directory,
+            self._open_store,
+            recorder=self.recorder_id,
+            run=self.run_id,
+            live_segment=lambda: self.journal.segment,
+            redactor=redactor,
+        )
+        proxy = Proxy(
+            self.upstreams,
+            self.recorder,
+            run_id=self.run_id,
+            default_upstream=settings.default_upstream,
+            credential_headers=credentials,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
+        self.server = ProxyServer(
+            proxy, status=self.status, record_context=self.record_context, token=settings.token
+        )
+        self.started_at = time.time()
+        self.port = 0
+
+    def _open_store(self) -> Store:
+        return open_store(self.settings.db)
+
+    def _wake_ingester(self) -> None:
+        self.ingester.wake()
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    # ---- lifecycle (on the proxy's event loop) ----------------------------------------------
+
+    async def start(self) -> None:
+        self.journal.open()
+        self.ingester.start()
+        self.port = await self.server.start(self.settings.host, self.settings.port)
+        self._write_state()
+
+    async def stop(self) -> None:
+        """Stop accepting, let streams finish (bounded), journal the rest as interrupted,
+        fsync, ingest what the journal holds, and let go of the journal."""
+        await self.server.stop_accepting()
+        deadline = time.monotonic() + self.settings.grace
+        while self.recorder.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self.recorder.interrupt_open("tapewire stopped before the exchange ended")
+        await self.server.close()
+        self.journal.close()
+        await asyncio.to_thread(self.ingester.stop)
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.journal_dir / STATE_FILE).unlink()
+        self.lock.release()
+
+    def record_context(self, session: str, context: dict[str, Any]) -> None:
+        try:
+            self.journal.append(*context_record(RunContext(session, time.time(), context)))
+        except OSError as e:
+            self.recorder.drop("journal_write_failed", f"run context: {e}")
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "url": self.url, "run": self.run_id, "db": str(self.settings.db)}
+        (self.settings.journal_dir / STATE_FILE).write_text(json.dumps(state))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "url": self.url,
+            "run": self.run_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "db": str(self.settings.db),
+            "journal": str(self.settings.journal_dir),
+            "capture": self.recorder.status(),
+            "journal_records_written": self.journal.records_written,
+            "ingest": self.ingester.status(),
+            "upstreams": {n: u.origin + u.base_path for n, u in self.upstreams.items()},
+        }
+
+
+class ServiceThread:
+    """The service on a thread with its own event loop, for `tapewire run` and for tests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.service = Service(settings)
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tapewire-proxy", daemon=True)
+
+    def __enter__(self) -> Service:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result()
+        return self.service
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def running_state(journal_dir: Path) -> dict[str, Any] | None:
+    """The serve process that owns this journal, if one is alive."""
+    try:
+        state: dict[str, Any] = json.loads((journal_dir / STATE_FILE).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return state
+
+
+def offline_backlog(journal_dir: Path) -> int:
+    return backlog_bytes(journal_dir) if journal_dir.exists() else 0
+
+

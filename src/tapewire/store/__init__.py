@@ -1,0 +1,77 @@
+"""The store: where exchanges live once the journal hands them over. `open_store` picks the
+backend from the URL; the rest of tapewire sees only the `Store` protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tapewire.model import Exchange, ExchangeEnd, RunContext
+
+
+@dataclass
+class Batch:
+    """Everything one ingest step writes, in one transaction."""
+
+    begins: list[Exchange] = field(default_factory=list)
+    ends: list[ExchangeEnd] = field(default_factory=list)
+    contexts: list[RunContext] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.begins) + len(self.ends) + len(self.contexts) + len(self.drops)
+
+
+@dataclass
+class ExchangeRow:
+    """An exchange as read back, with bodies decoded from their blobs."""
+
+    id: str
+    started_at: float
+    method: str
+    path: str
+    upstream: str
+    upstream_url: str
+    provider: str | None
+    status: int | None
+    outcome: str
+    error: str | None
+    session: str | None
+    evidence: dict[str, str]
+    request_headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]]
+    request_size: int
+    response_size: int | None
+    request_truncated: bool
+    response_truncated: bool
+    redactions: int
+    timings: dict[str, float | None]
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data.pop("request_body")
+        data.pop("response_body")
+        return data
+
+
+class Store(Protocol):
+    def write(self, batch: Batch) -> None: ...
+    def interrupt_stale(self, recorder: str, live_run: str) -> int: ...
+    def exchanges(self, limit: int = 50, with_bodies: bool = False) -> list[ExchangeRow]: ...
+    def exchange(self, exchange_id: str) -> ExchangeRow | None: ...
+    def counts(self) -> dict[str, Any]: ...
+    def run_context(self, session: str) -> dict[str, Any] | None: ...
+    def size_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_store(url: str | Path) -> Store:
+    text = str(url)
+    if text.startswith(("postgres://", "postgresql://")):
+        raise ValueError("the PostgreSQL backend is not built yet; use a SQLite path")
+    from tapewire.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(text.removeprefix("sqlite:///").removeprefix("sqlite://")))

@@ -1,0 +1,55 @@
+"""Body compression: zstd, with an earlier body of the same conversation as dictionary.
+
+Agents resend the whole conversation every turn, so turn N's body is mostly turn N-1's:
+compressed against it, a 150 KB body costs a few KB. Decoding follows the dictionary chain,
+whose depth is capped so that no body needs more than MAX_DEPTH others to be read.
+"""
+
+from __future__ import annotations
+
+import zstandard as zstd
+
+LEVEL = 6
+MAX_DEPTH = 32
+RAW, ZSTD, ZSTD_DICT = "raw", "zstd", "zstd-dict"
+
+_plain = zstd.ZstdCompressor(level=LEVEL)
+_plain_d = zstd.ZstdDecompressor()
+
+
+def compress(data: bytes, dictionary: bytes | None = None) -> tuple[str, bytes]:
+    """(codec, payload): the smallest of raw, zstd, zstd against dictionary."""
+    if dictionary:
+        d = zstd.ZstdCompressionDict(dictionary, dict_type=zstd.DICT_TYPE_RAWCONTENT)
+        payload = zstd.ZstdCompressor(level=LEVEL, dict_data=d).compress(data)
+        codec = ZSTD_DICT
+    else:
+        payload, codec = _plain.compress(data), ZSTD
+    if len(payload) >= len(data):
+        return RAW, data  # already compressed on the wire (gzip SSE), or tiny
+    return codec, payload
+
+
+def decompress(codec: str, payload: bytes, size: int, dictionary: bytes | None = None) -> bytes:
+    if codec == RAW:
+        return payload
+    if codec == ZSTD:
+        return _plain_d.decompress(payload, max_output_size=size)
+    if codec == ZSTD_DICT:
+        if dictionary is None:
+            raise ValueError("zstd-dict blob read without its dictionary")
+        d = zstd.ZstdCompressionDict(dictionary, dict_type=zstd.DICT_TYPE_RAWCONTENT)
+        return zstd.ZstdDecompressor(dict_data=d).decompress(payload, max_output_size=size)
+    raise ValueError(f"unknown blob codec {codec!r}")
+
+
+def shared_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix, by bisection over C-speed slice compares."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,62 @@
+"""Shared fixtures: a fake provider on 127.0.0.1 and a real tapewire recorder in front of it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakeprovider import FakeProvider  # noqa: E402
+
+from tapewire.service import Service, ServiceThread, Settings  # noqa: E402
+from tapewire.store import Store, open_store  # noqa: E402
+
+RECORDING = Path(__file__).parent / "fixtures" / "recordings" / "claude-20260727-019fa57e"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider(RECORDING) as provider:
+        yield provider
+
+
+def settings_for(fake: FakeProvider, tmp_path: Path, **overrides: object) -> Settings:
+    base = Settings(
+        db=tmp_path / "tapewire.db",
+        port=0,
+        upstreams=[f"anthropic={fake.url}", f"openai={fake.url}", f"ollama={fake.url}"],
+        grace=2.0,
+    )
+    for key, value in overrides.items():
+        setattr(base, key, value)
+    return base
+
+
+@pytest.fixture
+def recorder(fake: FakeProvider, tmp_path: Path) -> Iterator[Service]:
+    """tapewire running on its own thread, forwarding every provider to the fake."""
+    with ServiceThread(settings_for(fake, tmp_path)) as service:
+        yield service
+
+
+def stored(service: Service) -> Store:
+    """The recorder's store, once everything journaled so far has been ingested."""
+    wait_ingested(service)
+    return open_store(service.settings.db)
+
+
+def wait_ingested(service: Service, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = service.ingester.status()
+        if status["backlog_bytes"] == 0 and not service.recorder.open:
+            return
+        service.ingester.wake()
+        time.sleep(0.02)
+    raise AssertionError(f"ingest did not catch up: {service.ingester.status()}")

@@ -1,0 +1,719 @@
+"""A fake LLM provider speaking the providers' exact wire formats, for tests and the benchmark.
+
+`FakeProvider` runs an aiohttp server on 127.0.0.1 (OS-chosen port) in its own thread with
+its own event loop, so synchronous SDK clients in the calling thread can talk to it:
+
+    with FakeProvider() as fake:
+        client = anthropic.Anthropic(base_url=fake.url, api_key="x")
+        ...
+        fake.received  # every request, in arrival order
+
+Routes: ``POST /v1/messages`` (Anthropic Messages; replays a loaded recording when the body
+matches a recorded turn byte for byte), ``POST /v1/chat/completions`` (OpenAI Chat
+Completions), ``POST /api/chat`` (Ollama). Failure modes are chosen per request with the
+``x-fake-scenario`` header (see `SCENARIOS`). Everything is deterministic.
+
+This module must not import tapewire: it stands in for the world outside the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+__all__ = [
+    "SCENARIOS",
+    "FakeProvider",
+    "Received",
+    "RecordedTurn",
+    "fake_bytes",
+    "load_recording",
+    "split_gzip_events",
+    "unreachable_port",
+]
+
+SCENARIOS = frozenset({"echo", "paced", "reset", "hang", "status", "gzip", "repeat-headers", "big"})
+
+TEXT = "Hello from the fake provider."
+TEXT_PIECES = ["Hello", " from the", " fake", " provider."]
+TOOL_ARGS = '{"city":"Paris"}'
+TOOL_ARG_PIECES = ['{"city"', ':"Par', 'is"}']
+INPUT_TOKENS = 12
+OUTPUT_TOKENS = 7
+CREATED = 1767225600  # 2026-01-01T00:00:00Z, fixed so answers are deterministic
+OLLAMA_CREATED_AT = "2026-01-01T00:00:00.000000000Z"
+SSE_TYPE = "text/event-stream; charset=utf-8"
+JSON_TYPE = "application/json"
+BIG_DEFAULT = 50 * 1024 * 1024
+BIG_CHUNK = 64 * 1024
+
+# Recorded response headers that describe the original connection, not the message.
+_HOP_HEADERS = frozenset({"transfer-encoding", "content-length", "date"})
+
+
+@dataclass
+class Received:
+    """One request as the fake provider saw it."""
+
+    method: str
+    raw_path: str  # path + query exactly as received
+    headers: list[tuple[str, str]]  # as received, in order, repeats kept
+    body: bytes
+
+
+@dataclass
+class RecordedTurn:
+    """One turn of a wire recording (tests/fixtures/recordings/<set>/turn-*/)."""
+
+    name: str
+    request_headers: list[tuple[str, str]]
+    request_body: bytes
+    status: int
+    response_headers: list[tuple[str, str]]
+    response_body: bytes  # verbatim wire bytes (compressed per content_encoding)
+    content_encoding: str
+    chunks: list[bytes] = field(default_factory=list)  # response_body as event-sized writes
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    pieces: list[bytes]
+    streaming: bool  # chunked, one write per piece; otherwise Content-Length
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+def split_gzip_events(data: bytes) -> list[bytes]:
+    """Cut a gzip-compressed SSE body into event-sized writes.
+
+    The compressed bytes are fed to a gzip decompressor one byte at a time; a cut is made
+    right after the byte whose decompressed output passes the end of an SSE event
+    (``\\n\\n``). When a sync-flush marker (an empty stored block, ``00 00 ff ff``) follows
+    within a few bytes and produces no further output, the cut moves past it, so a chunk
+    ends where the original server flushed. Bytes after the last event (the final block
+    and gzip trailer) join the last chunk. ``b"".join(result) == data`` always holds.
+    """
+    decoded = zlib.decompress(data, wbits=31)
+    ends: list[int] = []
+    pos = decoded.find(b"\n\n")
+    while pos != -1:
+        ends.append(pos + 2)
+        pos = decoded.find(b"\n\n", pos + 2)
+    if not ends:
+        return [data] if data else []
+
+    chunks: list[bytes] = []
+    dec = zlib.decompressobj(wbits=31)
+    produced = 0
+    start = 0
+    next_end = 0
+    i = 0
+    while i < len(data) and next_end < len(ends):
+        produced += len(dec.decompress(data[i : i + 1]))
+        i += 1
+        if produced < ends[next_end]:
+            continue
+        while next_end < len(ends) and ends[next_end] <= produced:
+            next_end += 1
+        marker = data.find(b"\x00\x00\xff\xff", i, i + 8)
+        if marker != -1:
+            probe = dec.copy()
+            if not probe.decompress(data[i : marker + 4]):
+                dec = probe
+                i = marker + 4
+        chunks.append(data[start:i])
+        start = i
+    if start < len(data):
+        if chunks:
+            chunks[-1] += data[start:]
+        else:
+            chunks.append(data[start:])
+    return chunks
+
+
+def load_recording(directory: Path | str) -> list[RecordedTurn]:
+    """Load every ``turn-*`` bundle of a recording set, sorted by directory name."""
+    turns: list[RecordedTurn] = []
+    for turn_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        request = json.loads((turn_dir / "request.json").read_text(encoding="utf-8"))
+        meta = json.loads((turn_dir / "meta.json").read_text(encoding="utf-8"))
+        body = (turn_dir / "response.sse").read_bytes()
+        encoding = str(meta.get("content_encoding") or "")
+        if encoding.strip().lower() in ("gzip", "x-gzip"):
+            chunks = split_gzip_events(body)
+        else:
+            chunks = [body] if body else []
+        turns.append(
+            RecordedTurn(
+                name=turn_dir.name,
+                request_headers=[(str(k), str(v)) for k, v in request["headers"]],
+                request_body=base64.b64decode(request["body_b64"]),
+                status=int(meta["status"]),
+                response_headers=[(str(k), str(v)) for k, v in meta["response_headers"]],
+                response_body=body,
+                content_encoding=encoding,
+                chunks=chunks,
+            )
+        )
+    return turns
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def unreachable_port() -> int:
+    """A 127.0.0.1 port with nothing listening on it (bound, read, closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def fake_bytes(total: int, chunk_size: int = BIG_CHUNK) -> Iterator[bytes]:
+    """Deterministic pseudo-random bytes, as the ``big`` scenario sends them."""
+    rng = random.Random(0x7A9E)
+    left = total
+    while left > 0:
+        n = min(chunk_size, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_reply(status: int, obj: object, extra: list[tuple[str, str]] | None = None) -> _Reply:
+    headers = [("Content-Type", JSON_TYPE), *(extra or [])]
+    return _Reply(status, headers, [_dumps(obj).encode()], streaming=False)
+
+
+def _header_int(request: web.Request, name: str, default: int) -> int:
+    value = request.headers.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def _parse_json(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _first_tool_name(tools: object) -> str | None:
+    if not isinstance(tools, list) or not tools:
+        return None
+    tool = tools[0]
+    if not isinstance(tool, dict):
+        return "tool"
+    function = tool.get("function")
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return str(function["name"])  # OpenAI / Ollama shape
+    name = tool.get("name")
+    return name if isinstance(name, str) else "tool"  # Anthropic shape
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def _anthropic_error(status: int, kind: str, message: str) -> _Reply:
+    return _json_reply(
+        status,
+        {"type": "error", "error": {"type": kind, "message": message}},
+        [("request-id", "req_fake01")],
+    )
+
+
+def _sse_event(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {_dumps(data)}\n\n".encode()
+
+
+def _anthropic_reply(req: dict[str, Any]) -> _Reply:
+    model = req.get("model", "claude-fake")
+    tool = _first_tool_name(req.get("tools"))
+    stop_reason = "tool_use" if tool else "end_turn"
+    extra = [("request-id", "req_fake01"), ("anthropic-organization-id", "fake-org")]
+    if not req.get("stream"):
+        block: dict[str, Any] = (
+            {"type": "tool_use", "id": "toolu_fake1", "name": tool, "input": {"city": "Paris"}}
+            if tool
+            else {"type": "text", "text": TEXT}
+        )
+        message = {
+            "id": "msg_fake01",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [block],
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
+        }
+        return _json_reply(200, message, extra)
+
+    start = {
+        "id": "msg_fake01",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1},
+    }
+    events = [_sse_event("message_start", {"type": "message_start", "message": start})]
+    if tool:
+        first: dict[str, Any] = {"type": "tool_use", "id": "toolu_fake1", "name": tool, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *TOOL_ARG_PIECES]]
+    else:
+        first = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in TEXT_PIECES]
+    events.append(
+        _sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": first},
+        )
+    )
+    events.append(_sse_event("ping", {"type": "ping"}))
+    events.extend(
+        _sse_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+        for d in deltas
+    )
+    events.append(_sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(
+        _sse_event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": OUTPUT_TOKENS},
+            },
+        )
+    )
+    events.append(_sse_event("message_stop", {"type": "message_stop"}))
+    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
+    return _Reply(200, headers, events, streaming=True)
+
+
+# --------------------------------------------------------------------------- OpenAI
+
+
+def _openai_error(status: int, message: str, kind: str = "server_error") -> _Reply:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return _json_reply(status, body, [("x-request-id", "req_fake01")])
+
+
+def _openai_reply(req: dict[str, Any]) -> _Reply:
+    model = req.get("model", "gpt-fake")
+    tool = _first_tool_name(req.get("tools"))
+    finish = "tool_calls" if tool else "stop"
+    usage = {
+        "prompt_tokens": INPUT_TOKENS,
+        "completion_tokens": OUTPUT_TOKENS,
+        "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+    }
+    extra = [("x-request-id", "req_fake01"), ("openai-processing-ms", "1")]
+    base = {"id": "chatcmpl-fake01", "created": CREATED, "model": model}
+    if not req.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": TEXT, "refusal": None}
+        if tool:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": "call_fake1",
+                    "type": "function",
+                    "function": {"name": tool, "arguments": TOOL_ARGS},
+                }
+            ]
+        completion = {
+            **base,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            ],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+        }
+        return _json_reply(200, completion, extra)
+
+    options = req.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            **base,
+            "object": "chat.completion.chunk",
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if include_usage:
+            obj["usage"] = None
+        return f"data: {_dumps(obj)}\n\n".encode()
+
+    if tool:
+        call = {
+            "index": 0,
+            "id": "call_fake1",
+            "type": "function",
+            "function": {"name": tool, "arguments": ""},
+        }
+        events = [chunk({"role": "assistant", "content": None, "tool_calls": [call]})]
+        events.extend(
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+            for p in TOOL_ARG_PIECES
+        )
+    else:
+        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        events.extend(chunk({"content": p}) for p in TEXT_PIECES)
+    events.append(chunk({}, finish))
+    if include_usage:
+        tail = {
+            **base,
+            "object": "chat.completion.chunk",
+            "system_fingerprint": "fp_fake",
+            "choices": [],
+            "usage": usage,
+        }
+        events.append(f"data: {_dumps(tail)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
+    return _Reply(200, headers, events, streaming=True)
+
+
+# --------------------------------------------------------------------------- Ollama
+
+
+def _ollama_reply(req: dict[str, Any]) -> _Reply:
+    model = req.get("model", "llama-fake")
+    tool = _first_tool_name(req.get("tools"))
+    stats = {
+        "done_reason": "stop",
+        "total_duration": 123456789,
+        "load_duration": 1234567,
+        "prompt_eval_count": INPUT_TOKENS,
+        "prompt_eval_duration": 2345678,
+        "eval_count": OUTPUT_TOKENS,
+        "eval_duration": 3456789,
+    }
+
+    def line(message: dict[str, Any], *, done: bool) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "model": model,
+            "created_at": OLLAMA_CREATED_AT,
+            "message": message,
+            "done": done,
+        }
+        if done:
+            obj.update(stats)
+        return obj
+
+    tool_message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": tool, "arguments": {"city": "Paris"}}}],
+    }
+    if not req.get("stream", True):  # Ollama streams unless told otherwise
+        message = tool_message if tool else {"role": "assistant", "content": TEXT}
+        return _json_reply(200, line(message, done=True))
+    if tool:
+        lines = [line(tool_message, done=False)]
+    else:
+        lines = [line({"role": "assistant", "content": p}, done=False) for p in TEXT_PIECES]
+    lines.append(line({"role": "assistant", "content": ""}, done=True))
+    pieces = [(_dumps(obj) + "\n").encode() for obj in lines]
+    return _Reply(200, [("Content-Type", "application/x-ndjson")], pieces, streaming=True)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class FakeProvider:
+    """An LLM provider on 127.0.0.1, served from its own thread and event loop."""
+
+    def __init__(self, recording_dir: Path | None = None) -> None:
+        self.turns: list[RecordedTurn] = (
+            load_recording(recording_dir) if recording_dir is not None else []
+        )
+        self._by_body: dict[bytes, RecordedTurn] = {}
+        for turn in self.turns:
+            self._by_body.setdefault(turn.request_body, turn)
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self.port = 0
+
+    # ---- lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeProvider:
+        if self._thread is not None:
+            raise RuntimeError("FakeProvider already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="fakeprovider", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._astart(), loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            self._loop = None
+            self._thread = None
+
+    def __enter__(self) -> FakeProvider:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _astart(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(middlewares=[self._record], client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # Handlers end promptly on stop (they watch _stopping); the timeout is a backstop.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        for address in runner.addresses:
+            self.port = int(address[1])
+            break
+
+    async def _astop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, returning early (False) when the server is stopping."""
+        assert self._stopping is not None
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return not self._stopping.is_set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            return False
+        return True
+
+    # ---- request handling
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        body = await request.read()
+        received = Received(
+            method=request.method,
+            raw_path=request.raw_path,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
+            body=body,
+        )
+        with self._lock:
+            self.received.append(received)
+        try:
+            return await handler(request)
+        except ConnectionError:
+            # The client went away mid-answer (a proxy timing out, a cancelled stream). aiohttp
+            # quietly drops a response it cannot send; don't log a traceback for it.
+            return web.Response(status=499)
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()  # cached by aiohttp after the middleware's read
+        scenario = request.headers.get("x-fake-scenario")
+        if scenario is None:
+            return await self._send(request, self._route(request, body))
+        if scenario not in SCENARIOS:
+            reply = _json_reply(400, {"error": f"unknown x-fake-scenario {scenario!r}"})
+            return await self._send(request, reply)
+        if scenario == "echo":
+            headers = [("Content-Type", "application/octet-stream")]
+            return await self._send(request, _Reply(200, headers, [body], streaming=False))
+        if scenario == "paced":
+            return await self._paced(request)
+        if scenario == "reset":
+            return await self._reset(request)
+        if scenario == "hang":
+            if not await self._pause(_header_int(request, "x-fake-delay-ms", 60000) / 1000):
+                return await self._send(request, _json_reply(503, {"error": "stopping"}))
+            return await self._send(request, self._route(request, body))
+        if scenario == "status":
+            status = _header_int(request, "x-fake-status", 500)
+            if request.path == "/v1/messages":
+                reply = _anthropic_error(status, "overloaded_error", "Overloaded")
+            else:
+                reply = _openai_error(status, "The server had an error processing your request.")
+            return await self._send(request, reply)
+        if scenario == "gzip":
+            return await self._send(request, self._route(request, body), gzip=True)
+        if scenario == "repeat-headers":
+            reply = _json_reply(
+                200,
+                {},
+                [
+                    ("Set-Cookie", "a=1; Path=/"),
+                    ("Set-Cookie", "b=2; Path=/"),
+                    ("x-repeat", "a"),
+                    ("x-repeat", "b"),
+                ],
+            )
+            return await self._send(request, reply)
+        return await self._big(request)  # "big"
+
+    def _route(self, request: web.Request, body: bytes) -> _Reply:
+        path = request.path
+        if path not in ("/v1/messages", "/v1/chat/completions", "/api/chat"):
+            return _json_reply(404, {"error": "not found"})
+        if request.method != "POST":
+            return _json_reply(405, {"error": "method not allowed"})
+        if path == "/v1/messages":
+            turn = self._by_body.get(body)
+            if turn is not None:
+                headers = [
+                    (k, v) for k, v in turn.response_headers if k.lower() not in _HOP_HEADERS
+                ]
+                return _Reply(turn.status, headers, turn.chunks, streaming=True)
+        req = _parse_json(body)
+        if path == "/v1/messages":
+            if req is None:
+                return _anthropic_error(400, "invalid_request_error", "body is not a JSON object")
+            return _anthropic_reply(req)
+        if path == "/v1/chat/completions":
+            if req is None:
+                return _openai_error(400, "body is not a JSON object", "invalid_request_error")
+            return _openai_reply(req)
+        if req is None:
+            return _json_reply(400, {"error": "body is not a JSON object"})
+        return _ollama_reply(req)
+
+    async def _send(
+        self, request: web.Request, reply: _Reply, *, gzip: bool = False
+    ) -> web.StreamResponse:
+        pieces = reply.pieces
+        headers = list(reply.headers)
+        if gzip:
+            comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+            blocks = [comp.compress(p) + comp.flush(zlib.Z_SYNC_FLUSH) for p in pieces]
+            blocks.append(comp.flush())
+            if len(blocks) < 4:  # still "several writes" for a one-piece body
+                whole = b"".join(blocks)
+                step = -(-len(whole) // 4)
+                blocks = [whole[i : i + step] for i in range(0, len(whole), step)]
+            pieces = [b for b in blocks if b]
+            headers.append(("Content-Encoding", "gzip"))
+        resp = web.StreamResponse(status=reply.status)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        if not reply.streaming:
+            resp.content_length = sum(len(p) for p in pieces)
+        await resp.prepare(request)
+        for i, piece in enumerate(pieces):
+            if i:
+                await asyncio.sleep(0)
+            await resp.write(piece)
+        await resp.write_eof()
+        return resp
+
+    async def _paced(self, request: web.Request) -> web.StreamResponse:
+        count = _header_int(request, "x-fake-events", 50)
+        delay = _header_int(request, "x-fake-delay-ms", 20) / 1000
+        resp = web.StreamResponse(status=200)
+        resp.headers["Content-Type"] = SSE_TYPE
+        resp.headers["Cache-Control"] = "no-cache"
+        await resp.prepare(request)
+        for k in range(count):
+            if k and not await self._pause(delay):
+                break
+            await resp.write(f"data: {json.dumps({'i': k})}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200)
+        resp.headers["Content-Type"] = SSE_TYPE
+        await resp.prepare(request)
+        for k in range(3):
+            await resp.write(f"data: {json.dumps({'i': k})}\n\n".encode())
+            await asyncio.sleep(0)
+        transport = request.transport
+        if transport is not None:
+            for _ in range(2000):  # let asyncio hand the bytes to the kernel first
+                if transport.is_closing() or transport.get_write_buffer_size() == 0:
+                    break
+                await asyncio.sleep(0.001)
+            transport.abort()  # no terminating chunk: the client sees a truncated body
+        return resp
+
+    async def _big(self, request: web.Request) -> web.StreamResponse:
+        total = _header_int(request, "x-fake-bytes", BIG_DEFAULT)
+        resp = web.StreamResponse(status=200)
+        resp.headers["Content-Type"] = "application/octet-stream"
+        resp.content_length = total
+        await resp.prepare(request)
+        assert self._stopping is not None
+        for chunk in fake_bytes(total):
+            if self._stopping.is_set():
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
