@@ -488,49 +488,17 @@ def test_no_rules_is_noop() -> None:
     assert Redactor(defaults=False).redact(data)[0] is data
 
 
+VOCABULARY = (
+    "the agent reads file config module function returns value test passes error handler "
+    "request response stream token model cache retry timeout task-runner desk-top risk-based "
+    "disk-usage sklearn update import class method async await"
+)
+
+
 def realistic_body(size: int, secrets: Sequence[str] = ()) -> bytes:
     """An Anthropic Messages request of about ``size`` bytes: tools, prose and code."""
     rng = random.Random(7)
-    words = [
-        *[
-            "the",
-            "agent",
-            "reads",
-            "file",
-            "config",
-            "module",
-            "function",
-            "returns",
-            "value",
-            "test",
-            "passes",
-            "error",
-        ],
-        *[
-            "handler",
-            "request",
-            "response",
-            "stream",
-            "token",
-            "model",
-            "cache",
-            "retry",
-            "timeout",
-            "task-runner",
-        ],
-        *[
-            "desk-top",
-            "risk-based",
-            "disk-usage",
-            "sklearn",
-            "update",
-            "import",
-            "class",
-            "method",
-            "async",
-            "await",
-        ],
-    ]
+    words = VOCABULARY.split()
     tools: list[dict[str, Any]] = [
         {
             "name": name,

@@ -133,7 +133,7 @@ class Service:
         fsync, ingest what the journal holds, and let go of the journal."""
         await self.server.stop_accepting()
         deadline = time.monotonic() + self.settings.grace
-        while self.recorder.open and time.monotonic() < deadline:
+        while self.recorder.open and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a plain dict)
             await asyncio.sleep(0.05)
         self.recorder.interrupt_open("tapewire stopped before the exchange ended")
         await self.server.close()
@@ -150,7 +150,12 @@ class Service:
             self.recorder.drop("journal_write_failed", f"run context: {e}")
 
     def _write_state(self) -> None:
-        state = {"pid": os.getpid(), "url": self.url, "run": self.run_id, "db": str(self.settings.db)}
+        state = {
+            "pid": os.getpid(),
+            "url": self.url,
+            "run": self.run_id,
+            "db": str(self.settings.db),
+        }
         (self.settings.journal_dir / STATE_FILE).write_text(json.dumps(state))
 
     def status(self) -> dict[str, Any]:
@@ -174,8 +179,10 @@ class ServiceThread:
 
     def __init__(self, settings: Settings) -> None:
         self.service = Service(settings)
-        self._loop = _new_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tapewire-proxy", daemon=True)
+        self._loop = new_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tapewire-proxy", daemon=True
+        )
 
     def __enter__(self) -> Service:
         self._thread.start()
@@ -194,11 +201,11 @@ class ServiceThread:
         self._loop.close()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     except ImportError:
         return asyncio.new_event_loop()
 
@@ -215,5 +222,3 @@ def running_state(journal_dir: Path) -> dict[str, Any] | None:
 
 def offline_backlog(journal_dir: Path) -> int:
     return backlog_bytes(journal_dir) if journal_dir.exists() else 0
-
-

@@ -131,11 +131,21 @@ class Proxy:
                 timeout=self.timeout,
             )
         except TimeoutError:
-            return await self._fail(request, state, 504, Outcome.TIMEOUT,
-                                    f"upstream {ex.upstream} ({ex.upstream_url}) did not answer in time")  # fmt: skip
+            return await self._fail(
+                request,
+                state,
+                504,
+                Outcome.TIMEOUT,
+                f"upstream {ex.upstream} ({ex.upstream_url}) did not answer in time",
+            )
         except (aiohttp.ClientError, OSError) as e:
-            return await self._fail(request, state, 502, Outcome.UPSTREAM_ERROR,
-                                    f"upstream {ex.upstream} ({ex.upstream_url}) failed: {e}")  # fmt: skip
+            return await self._fail(
+                request,
+                state,
+                502,
+                Outcome.UPSTREAM_ERROR,
+                f"upstream {ex.upstream} ({ex.upstream_url}) failed: {e}",
+            )
 
         state.begin()  # a body that streamed is complete once the upstream answers
         ex.upstream_headers_at = time.time()
@@ -205,10 +215,17 @@ class Proxy:
         self, request: web.Request, headers: Headers, started: float, message: str
     ) -> web.StreamResponse:
         ex = Exchange(
-            id=new_id(), run_id=self.run_id, started_at=started, method=request.method,
-            path=request.raw_path, upstream="", upstream_url="", provider=None,
-            request_headers=storable(headers, self.credentials), evidence=evidence(headers, None),
-        )  # fmt: skip
+            id=new_id(),
+            run_id=self.run_id,
+            started_at=started,
+            method=request.method,
+            path=request.raw_path,
+            upstream="",
+            upstream_url="",
+            provider=None,
+            request_headers=storable(headers, self.credentials),
+            evidence=evidence(headers, None),
+        )
         state = _Flight(self.recorder, ex)
         state.begin()
         ex.status = 502

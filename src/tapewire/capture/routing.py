@@ -103,7 +103,11 @@ def route(raw_path: str, upstreams: dict[str, Upstream], default: str = "openai"
 
     provider: str | None = None
     for shape, shape_upstream, shape_provider in _SHAPES:
-        if path == shape or path.startswith(shape + "/") or (shape.endswith("/") and path.startswith(shape)):
+        if (
+            path == shape
+            or path.startswith(shape + "/")
+            or (shape.endswith("/") and path.startswith(shape))
+        ):
             provider = shape_provider
             name = name or shape_upstream
             break

@@ -41,7 +41,9 @@ class ProxyServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         if self.token is not None and not self._authorised(request):
-            return web.json_response({"error": "tapewire: missing or wrong x-tapewire-token"}, status=401)
+            return web.json_response(
+                {"error": "tapewire: missing or wrong x-tapewire-token"}, status=401
+            )
         if request.path.startswith(CONTROL_PREFIX):
             return await self._control(request)
         return await self.proxy.handle(request)
@@ -81,5 +83,3 @@ class ProxyServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.proxy.close()
-
-

@@ -171,7 +171,9 @@ class Ingester:
         ex.request_sha256 = hashlib.sha256(ex.request_body).hexdigest()
         if self.redactor is None or not ex.request_body:
             return
-        body, count = self._redact(ex.request_body, header_value(ex.request_headers, "content-encoding"))
+        body, count = self._redact(
+            ex.request_body, header_value(ex.request_headers, "content-encoding")
+        )
         if count:
             ex.request_body, ex.redactions = body[0], count
             if body[1]:  # stored decoded: say so where a reader looks for the encoding

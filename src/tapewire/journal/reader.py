@@ -14,7 +14,9 @@ SEGMENT_END = Record({"kind": "segment-end"}, [])
 
 
 class JournalReader:
-    def __init__(self, directory: Path, live_segment: Callable[[], int | None] = lambda: None) -> None:
+    def __init__(
+        self, directory: Path, live_segment: Callable[[], int | None] = lambda: None
+    ) -> None:
         """live_segment: the one a writer in this process still appends to (its tail may be
         mid-write); every other segment is finished, so a torn tail there is debris."""
         self.directory = directory

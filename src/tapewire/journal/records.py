@@ -50,7 +50,12 @@ def end_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
 
 
 def context_record(ctx: RunContext) -> tuple[dict[str, Any], list[bytes]]:
-    return {"kind": "context", "session": ctx.session, "at": ctx.recorded_at, "context": ctx.context}, []
+    return {
+        "kind": "context",
+        "session": ctx.session,
+        "at": ctx.recorded_at,
+        "context": ctx.context,
+    }, []
 
 
 def drops_record(drops: dict[str, int]) -> tuple[dict[str, Any], list[bytes]]:

@@ -45,7 +45,7 @@ def read_checkpoint(directory: Path) -> Position:
 def write_checkpoint(directory: Path, pos: Position) -> None:
     tmp = directory / "checkpoint.tmp"
     tmp.write_text(json.dumps({"segment": pos.segment, "offset": pos.offset}))
-    os.replace(tmp, directory / "checkpoint")
+    tmp.replace(directory / "checkpoint")
 
 
 def backlog_bytes(directory: Path) -> int:

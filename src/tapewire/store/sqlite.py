@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -93,22 +94,50 @@ class SQLiteStore:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO NOTHING",
             (
-                ex.id, ex.recorder, ex.run_id, ex.started_at, ex.method, ex.path, ex.upstream,
-                ex.upstream_url, ex.provider, e.session, e.claude_session, e.claude_agent,
-                e.codex_session, e.codex_thread, _headers_json(ex.request_headers), blob,
-                _encoding(ex.request_headers), ex.request_size, int(ex.request_truncated),
-                ex.request_sha256, ex.request_end_at, ex.redactions, str(Outcome.IN_FLIGHT),
+                ex.id,
+                ex.recorder,
+                ex.run_id,
+                ex.started_at,
+                ex.method,
+                ex.path,
+                ex.upstream,
+                ex.upstream_url,
+                ex.provider,
+                e.session,
+                e.claude_session,
+                e.claude_agent,
+                e.codex_session,
+                e.codex_thread,
+                _headers_json(ex.request_headers),
+                blob,
+                _encoding(ex.request_headers),
+                ex.request_size,
+                int(ex.request_truncated),
+                ex.request_sha256,
+                ex.request_end_at,
+                ex.redactions,
+                str(Outcome.IN_FLIGHT),
             ),
-        )  # fmt: skip
+        )
 
     def _end(self, end: ExchangeEnd) -> None:
         blob = self._put_blob(end.response_body, None) if end.response_body else None
         encoding = end.response_encoding or _encoding(end.response_headers)
         args = (
-            end.status, _headers_json(end.response_headers), blob, encoding, end.response_size,
-            int(end.response_truncated), end.response_sha256, end.upstream_headers_at,
-            end.first_byte_at, end.last_byte_at, str(end.outcome), end.error, end.redactions,
-        )  # fmt: skip
+            end.status,
+            _headers_json(end.response_headers),
+            blob,
+            encoding,
+            end.response_size,
+            int(end.response_truncated),
+            end.response_sha256,
+            end.upstream_headers_at,
+            end.first_byte_at,
+            end.last_byte_at,
+            str(end.outcome),
+            end.error,
+            end.redactions,
+        )
         updated = self.conn.execute(
             "UPDATE exchanges SET status=?, response_headers=?, response_blob=?,"
             " response_encoding=?, response_size=?, response_truncated=?, response_sha256=?,"
@@ -211,18 +240,41 @@ class SQLiteStore:
     )
 
     def _row(self, r: tuple[Any, ...], with_bodies: bool) -> ExchangeRow:
-        evidence_names = ("session", "claude_session", "claude_agent", "codex_session", "codex_thread")
+        evidence_names = (
+            "session",
+            "claude_session",
+            "claude_agent",
+            "codex_session",
+            "codex_thread",
+        )
         row = ExchangeRow(
-            id=r[0], started_at=r[1], method=r[2], path=r[3], upstream=r[4], upstream_url=r[5],
-            provider=r[6], status=r[7], outcome=r[8], error=r[9], session=r[10],
+            id=r[0],
+            started_at=r[1],
+            method=r[2],
+            path=r[3],
+            upstream=r[4],
+            upstream_url=r[5],
+            provider=r[6],
+            status=r[7],
+            outcome=r[8],
+            error=r[9],
+            session=r[10],
             evidence={k: v for k, v in zip(evidence_names, r[10:15], strict=True) if v},
             request_headers=[(k, v) for k, v in json.loads(r[15])],
             response_headers=[(k, v) for k, v in json.loads(r[16] or "[]")],
-            request_size=r[17], response_size=r[18], request_truncated=bool(r[19]),
-            response_truncated=bool(r[20]), redactions=r[21],
-            timings={"started": r[1], "request_end": r[22], "upstream_headers": r[23],
-                     "first_byte": r[24], "last_byte": r[25]},
-        )  # fmt: skip
+            request_size=r[17],
+            response_size=r[18],
+            request_truncated=bool(r[19]),
+            response_truncated=bool(r[20]),
+            redactions=r[21],
+            timings={
+                "started": r[1],
+                "request_end": r[22],
+                "upstream_headers": r[23],
+                "first_byte": r[24],
+                "last_byte": r[25],
+            },
+        )
         if with_bodies:
             row.request_body = self.read_blob(r[26]) if r[26] else b""
             row.response_body = self.read_blob(r[27]) if r[27] else b""
@@ -243,12 +295,16 @@ class SQLiteStore:
 
     def counts(self) -> dict[str, Any]:
         c = self.conn
-        outcomes = dict(c.execute("SELECT outcome, count(*) FROM exchanges GROUP BY outcome").fetchall())
+        outcomes = dict(
+            c.execute("SELECT outcome, count(*) FROM exchanges GROUP BY outcome").fetchall()
+        )
         drops = {
             reason: {"count": count, "last_at": last_at}
             for reason, count, last_at in c.execute("SELECT reason, count, last_at FROM drops")
         }
-        blob_bytes = c.execute("SELECT coalesce(sum(size), 0), coalesce(sum(length(data)), 0) FROM blobs").fetchone()
+        blob_bytes = c.execute(
+            "SELECT coalesce(sum(size), 0), coalesce(sum(length(data)), 0) FROM blobs"
+        ).fetchone()
         return {
             "exchanges": sum(outcomes.values()),
             "outcomes": outcomes,
@@ -258,7 +314,9 @@ class SQLiteStore:
         }
 
     def run_context(self, session: str) -> dict[str, Any] | None:
-        r = self.conn.execute("SELECT context FROM run_contexts WHERE session = ?", (session,)).fetchone()
+        r = self.conn.execute(
+            "SELECT context FROM run_contexts WHERE session = ?", (session,)
+        ).fetchone()
         return json.loads(r[0]) if r else None
 
     def size_bytes(self) -> int:
@@ -270,8 +328,6 @@ class SQLiteStore:
         return total
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
         self.conn.close()

@@ -1,0 +1,27 @@
+"""The command line: one module per command group, all under the `tapewire` group."""
+
+from __future__ import annotations
+
+import click
+
+from tapewire import __version__
+from tapewire.cli.exchanges import exchanges
+from tapewire.cli.run import run
+from tapewire.cli.serve import serve
+from tapewire.cli.status import status
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tapewire")
+def main() -> None:
+    """tapewire: a flight recorder for AI agents.
+
+    Point an agent's base URL at `tapewire serve` (or start it with `tapewire run -- AGENT`)
+    and every request, response, tool call and tool result is recorded, byte-exact.
+    """
+
+
+main.add_command(serve)
+main.add_command(run)
+main.add_command(status)
+main.add_command(exchanges)

@@ -1,0 +1,125 @@
+"""Options shared by several commands, each with its TAPEWIRE_* environment twin."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import platformdirs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_db() -> Path:
+    return Path(platformdirs.user_data_dir("tapewire")) / "tapewire.db"
+
+
+def db_option(f: F) -> F:
+    f = click.option(
+        "--journal",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="TAPEWIRE_JOURNAL",
+        help="Journal directory. Default: <db>.journal beside the database.",
+    )(f)
+    return click.option(
+        "--db",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="TAPEWIRE_DB",
+        default=default_db,
+        show_default="the user data directory",
+        help="SQLite database file.",
+    )(f)
+
+
+def proxy_options(f: F) -> F:
+    """What shapes a recorder: upstreams, redaction, credentials, caps."""
+    options = [
+        click.option(
+            "--upstream",
+            "upstreams",
+            multiple=True,
+            envvar="TAPEWIRE_UPSTREAM",
+            metavar="NAME=URL",
+            help="Where NAME's traffic goes (anthropic, openai, ollama or your own name for "
+            "/u/NAME/). Repeatable. Default: the providers' public endpoints.",
+        ),
+        click.option(
+            "--default-upstream",
+            envvar="TAPEWIRE_DEFAULT_UPSTREAM",
+            default="openai",
+            show_default=True,
+            help="Upstream for paths no provider claims.",
+        ),
+        click.option(
+            "--no-redact",
+            is_flag=True,
+            envvar="TAPEWIRE_NO_REDACT",
+            help="Store bodies whole, without replacing key-shaped secrets.",
+        ),
+        click.option(
+            "--redact-pattern",
+            "redact_patterns",
+            multiple=True,
+            envvar="TAPEWIRE_REDACT_PATTERN",
+            metavar="REGEX",
+            help="Also redact matches of REGEX (group 1 if it has one). Repeatable.",
+        ),
+        click.option(
+            "--credential-header",
+            "credential_headers",
+            multiple=True,
+            envvar="TAPEWIRE_CREDENTIAL_HEADER",
+            metavar="NAME",
+            help="Another header whose value is forwarded but never stored. Repeatable.",
+        ),
+        click.option(
+            "--max-exchange-bytes",
+            type=int,
+            envvar="TAPEWIRE_MAX_EXCHANGE_BYTES",
+            default=64 * 1024 * 1024,
+            show_default=True,
+            help="Per body: past this the exchange is still forwarded whole, but recorded truncated.",
+        ),
+        click.option(
+            "--fsync-interval",
+            type=float,
+            envvar="TAPEWIRE_FSYNC_INTERVAL",
+            default=1.0,
+            show_default=True,
+            help="Seconds between journal fsyncs.",
+        ),
+        click.option(
+            "--read-timeout",
+            type=float,
+            envvar="TAPEWIRE_READ_TIMEOUT",
+            default=600.0,
+            show_default=True,
+            help="Seconds to wait for the upstream's next bytes.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def split_hostport(value: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value, default_port
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT") from None
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,153 @@
+"""`tapewire serve`: record every exchange that passes through the proxy listener."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from tapewire.cli.options import db_option, proxy_options, setup_logging, split_hostport
+from tapewire.journal.segments import JournalLocked
+from tapewire.service import Service, Settings, new_loop
+
+
+def settings_from(
+    db: Path,
+    journal: Path | None,
+    upstreams: tuple[str, ...],
+    default_upstream: str,
+    no_redact: bool,
+    redact_patterns: tuple[str, ...],
+    credential_headers: tuple[str, ...],
+    max_exchange_bytes: int,
+    fsync_interval: float,
+    read_timeout: float,
+) -> Settings:
+    return Settings(
+        db=db,
+        journal=journal,
+        upstreams=list(upstreams),
+        default_upstream=default_upstream,
+        redact=not no_redact,
+        redact_patterns=list(redact_patterns),
+        extra_credential_headers=list(credential_headers),
+        exchange_cap=max_exchange_bytes,
+        fsync_interval=fsync_interval,
+        read_timeout=read_timeout,
+    )
+
+
+def agent_lines(url: str) -> list[str]:
+    return [
+        f"  export ANTHROPIC_BASE_URL={url}          # Claude Code, Anthropic SDKs",
+        f"  export OPENAI_BASE_URL={url}/v1          # Codex, OpenAI SDKs, aider",
+        f"  export OLLAMA_HOST={url}                 # Ollama clients",
+    ]
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    envvar="TAPEWIRE_LISTEN",
+    show_default=True,
+    help="HOST:PORT for the proxy (port 0 picks a free one).",
+)
+@click.option(
+    "--ui-listen",
+    default="127.0.0.1:8081",
+    envvar="TAPEWIRE_UI_LISTEN",
+    show_default=True,
+    help="HOST:PORT for the read side (web UI and API; reserved, not served yet).",
+)
+@click.option(
+    "--token",
+    envvar="TAPEWIRE_TOKEN",
+    default=None,
+    help="Required to listen beyond loopback: clients send it as x-tapewire-token.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds a stop waits for streams still running.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+@db_option
+@proxy_options
+def serve(
+    listen: str,
+    ui_listen: str,
+    token: str | None,
+    grace: float,
+    verbose: bool,
+    db: Path,
+    journal: Path | None,
+    upstreams: tuple[str, ...],
+    default_upstream: str,
+    no_redact: bool,
+    redact_patterns: tuple[str, ...],
+    credential_headers: tuple[str, ...],
+    max_exchange_bytes: int,
+    fsync_interval: float,
+    read_timeout: float,
+) -> None:
+    """Run the recording proxy until SIGINT or SIGTERM."""
+    setup_logging(verbose)
+    settings = settings_from(
+        db,
+        journal,
+        upstreams,
+        default_upstream,
+        no_redact,
+        redact_patterns,
+        credential_headers,
+        max_exchange_bytes,
+        fsync_interval,
+        read_timeout,
+    )
+    settings.host, settings.port = split_hostport(listen, 8080)
+    settings.token = token
+    settings.grace = grace
+    split_hostport(ui_listen, 8081)  # validated now; the read side arrives with its issue
+    try:
+        service = Service(settings)
+    except (JournalLocked, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    loop = new_loop()
+    try:
+        loop.run_until_complete(_serve(service))
+    finally:
+        loop.close()
+
+
+async def _serve(service: Service) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot listen on {service.settings.host}:{service.settings.port}: {e}"
+        ) from None
+    url = service.url
+    click.echo(f"tapewire {service.run_id[:8]} recording on {url}", err=True)
+    click.echo(f"  database: {service.settings.db}", err=True)
+    click.echo("Point your agent at it:", err=True)
+    for line in agent_lines(url):
+        click.echo(line, err=True)
+    click.echo("or start one recorded: tapewire run -- claude", err=True)
+    await stop.wait()
+    click.echo("tapewire: stopping (finishing streams, flushing the journal)", err=True)
+    await service.stop()
+    status = service.ingester.status()
+    click.echo(
+        f"tapewire: stopped; {service.recorder.exchanges} exchanges recorded this run,"
+        f" {status['backlog_bytes']} journal bytes not yet in the store",
+        err=True,
+    )
