@@ -373,10 +373,28 @@ def test_near_misses_are_untouched() -> None:
         NEAR_MISS_CODE.encode(),
         messages_body(NEAR_MISSES, NEAR_MISS_CODE),
         realistic_body(150_000),
+        realistic_body(150_000, near_miss_every=1),
     ):
         out, count = redactor.redact(data)
         assert count == 0
         assert out is data
+
+
+def test_token_boundaries() -> None:
+    legacy = "sk-" + rand(B62, 48, "glue")
+    akia = "AK" + "IA" + rand(UPPER36, 16, "glue")
+    ghp = "gh" + "p_" + rand(B62, 36, "glue")
+    r = Redactor()
+    # Glued to a preceding word, or running on past the format's length: not a key.
+    for text in (f"de{legacy}", f"X{akia}", f"{akia}Z", f"{legacy}Q", f"my{ghp}"):
+        data = text.encode()
+        assert r.redact(data) == (data, 0), text
+    # Right after a JSON escape or inside a percent-encoded query: still a key.
+    out, count = r.redact(f"a\\t{legacy} b%3D{akia}&c=\\n{ghp}".encode())
+    assert out == (
+        b"a\\t[REDACTED:openai-key] b%3D[REDACTED:aws-access-key-id]&c=\\n[REDACTED:github-token]"
+    )
+    assert count == 3
 
 
 def test_custom_pattern_stays_inside_json_strings() -> None:
@@ -489,14 +507,42 @@ def test_no_rules_is_noop() -> None:
 
 
 VOCABULARY = (
-    "the agent reads file config module function returns value test passes error handler "
-    "request response stream token model cache retry timeout task-runner desk-top risk-based "
-    "disk-usage sklearn update import class method async await"
+    "the a to of and in is it that for on with as this be are by we can not from at or if "
+    "agent reads file config module function returns value test passes fails error handler "
+    "request response stream token model cache retry timeout update import class method "
+    "async await should would then because change line call path check fix run task-runner "
+    "desk-top"
+)
+
+TOOL_OUTPUTS = (
+    "============================= test session starts ==============================\n"
+    "platform linux -- Python 3.11.7, pytest-8.3.2\ncollected 214 items\n\n"
+    "tests/test_store.py ........F...                                          [ 12%]\n"
+    "FAILED tests/test_store.py::test_roundtrip - AssertionError: assert 3 == 4\n",
+    "diff --git a/src/app/store.py b/src/app/store.py\nindex 4f2a1c9..9b07d3e 100644\n"
+    "--- a/src/app/store.py\n+++ b/src/app/store.py\n@@ -41,7 +41,9 @@ class Store:\n"
+    "-        return self._db.execute(query)\n+        with self._lock:\n"
+    "+            return self._db.execute(query, params)\n",
+    "total 48\ndrwxr-xr-x  6 dev dev 4096 Jan 12 10:02 .\n"
+    "-rw-r--r--  1 dev dev 1391 Jan 12 10:02 pyproject.toml\n"
+    "-rw-r--r--  1 dev dev  305 Jan 12 10:02 Makefile\ndrwxr-xr-x  3 dev dev 4096 src\n",
 )
 
 
-def realistic_body(size: int, secrets: Sequence[str] = ()) -> bytes:
-    """An Anthropic Messages request of about ``size`` bytes: tools, prose and code."""
+def python_file(rng: random.Random, words: list[str], lines: int) -> str:
+    out = ["from __future__ import annotations\n", "import json\nimport logging\n\n"]
+    for i in range(lines):
+        name = "_".join(rng.sample(words, 2))
+        if i % 12 == 0:
+            out.append(f"\n\ndef {name}_{i}(path: str, limit: int = {i}) -> dict[str, int]:\n")
+            out.append(f'    """{" ".join(rng.sample(words, 8)).capitalize()}."""\n')
+        else:
+            out.append(f"    {name} = compute({rng.random():.6f}, {rng.choice(words)!r})\n")
+    return "".join(out)
+
+
+def realistic_body(size: int, secrets: Sequence[str] = (), *, near_miss_every: int = 10) -> bytes:
+    """An Anthropic Messages request of about ``size`` bytes: tools, prose, code, shell output."""
     rng = random.Random(7)
     words = VOCABULARY.split()
     tools: list[dict[str, Any]] = [
@@ -513,9 +559,9 @@ def realistic_body(size: int, secrets: Sequence[str] = ()) -> bytes:
     ]
     messages: list[dict[str, Any]] = [{"role": "user", "content": "Fix the failing tests."}]
     n = 0
-    while len(json.dumps(messages)) < size - 4000:
+    while len(json.dumps(messages)) < size - 6000:
         n += 1
-        prose = " ".join(rng.choice(words) for _ in range(40)) + "."
+        prose = " ".join(rng.choice(words) for _ in range(40)).capitalize() + "."
         messages.append(
             {
                 "role": "assistant",
@@ -530,17 +576,16 @@ def realistic_body(size: int, secrets: Sequence[str] = ()) -> bytes:
                 ],
             }
         )
-        code = NEAR_MISS_CODE + "".join(
-            f"    value_{i} = compute({rng.random():.6f}, {' '.join(rng.sample(words, 5))!r})\n"
-            for i in range(25)
-        )
+        result = python_file(rng, words, 30) if n % 2 else TOOL_OUTPUTS[n % 3] * 3
+        if n % near_miss_every == 0:
+            result += NEAR_MISS_CODE
         if n == 3 and secrets:
-            code += "".join(f"SECRET_{i}={s}\n" for i, s in enumerate(secrets))
+            result += "".join(f"SECRET_{i}={s}\n" for i, s in enumerate(secrets))
         messages.append(
             {
                 "role": "user",
                 "content": [
-                    {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": code}
+                    {"type": "tool_result", "tool_use_id": f"toolu_{n:04d}", "content": result}
                 ],
             }
         )
@@ -548,7 +593,7 @@ def realistic_body(size: int, secrets: Sequence[str] = ()) -> bytes:
         {
             "model": "claude-sonnet-4-5",
             "max_tokens": 8192,
-            "system": [{"type": "text", "text": NEAR_MISSES * 4}],
+            "system": [{"type": "text", "text": NEAR_MISSES}],
             "tools": tools,
             "messages": messages,
         }
@@ -585,6 +630,7 @@ if __name__ == "__main__":
     secrets = ["sk-ant-" + "api03-" + rand(B64URL, 93, "bench") + "AA", "gh" + "p_" + rand(B62, 36)]
     clean = realistic_body(150_000)
     dirty = realistic_body(150_000, secrets)
+    dense = realistic_body(150_000, near_miss_every=1)
     assert Redactor().redact(dirty)[1] == 2
     blob = json.dumps(
         {
@@ -596,6 +642,7 @@ if __name__ == "__main__":
     _bench("defaults, no secrets", Redactor(), clean)
     _bench("defaults, two secrets", Redactor(), dirty)
     _bench("defaults, base64 image body", Redactor(), blob)
+    _bench("defaults, near-miss in every tool result", Redactor(), dense)
     _bench(
         "defaults + 2 custom patterns, two secrets",
         Redactor([r"password=(\S+)", "corp-[0-9]{6}"]),

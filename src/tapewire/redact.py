@@ -1,7 +1,6 @@
-"""Replace secrets (API keys, tokens, private keys) in stored bodies with ``[REDACTED:<rule>]``.
+"""Replace secrets (API keys, tokens, private keys) with ``[REDACTED:<rule>]`` in bodies.
 
-Runs only on what is written to the store, never on the bytes forwarded upstream.
-"""
+Applied to what is stored only, never to the bytes forwarded upstream."""
 
 from __future__ import annotations
 
@@ -176,7 +175,7 @@ class Redactor:
 def _scan_plan(rules: Sequence[Rule]) -> _Plan:
     # Each bytes.find pass over a body costs about as much as hundreds of startswith checks,
     # so anchors sharing their first two bytes share one pass over their common prefix
-    # ("sk-ant-" and "sk-"; "ghp_" ... "github_pat_" -> "gh"; "xoxb-" ... -> "xox").
+    # ("sk-ant-" and "sk-" -> "sk-"; "ghp_" ... "ghr_" -> "gh"; "xoxb-" ... "xoxs-" -> "xox").
     clusters: dict[bytes, list[tuple[Rule, bytes]]] = {}
     for rule in rules:
         for anchor in rule.anchors:
