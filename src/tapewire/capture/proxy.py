@@ -15,7 +15,7 @@ from yarl import URL
 
 from tapewire.capture.errors import error_body
 from tapewire.capture.headers import evidence, forwardable, storable
-from tapewire.capture.recorder import Recorder, Tee
+from tapewire.capture.recorder import Flight, Recorder
 from tapewire.capture.routing import Route, RouteError, Upstream, route
 from tapewire.model import Exchange, Headers, Outcome, new_id
 
@@ -87,7 +87,7 @@ class Proxy:
             request_headers=storable(headers, self.credentials),
             evidence=evidence(headers, r.session),
         )
-        state = _Flight(self.recorder, ex)
+        state = self.recorder.flight(ex)
         try:
             return await self._forward(request, headers, r, state)
         except asyncio.CancelledError:
@@ -101,7 +101,7 @@ class Proxy:
             raise
 
     async def _forward(
-        self, request: web.Request, headers: Headers, r: Route, state: _Flight
+        self, request: web.Request, headers: Headers, r: Route, state: Flight
     ) -> web.StreamResponse:
         assert self._client is not None
         ex = state.ex
@@ -191,14 +191,14 @@ class Proxy:
         await out.write_eof()
         return out
 
-    async def _stream_request(self, request: web.Request, state: _Flight) -> AsyncIterator[bytes]:
+    async def _stream_request(self, request: web.Request, state: Flight) -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_any():
             state.request.add(chunk)
             yield chunk
         state.begin()
 
     async def _fail(
-        self, request: web.Request, state: _Flight, status: int, outcome: Outcome, message: str
+        self, request: web.Request, state: Flight, status: int, outcome: Outcome, message: str
     ) -> web.StreamResponse:
         ex = state.ex
         body = error_body(ex.provider, status, message)
@@ -226,7 +226,7 @@ class Proxy:
             request_headers=storable(headers, self.credentials),
             evidence=evidence(headers, None),
         )
-        state = _Flight(self.recorder, ex)
+        state = self.recorder.flight(ex)
         state.begin()
         ex.status = 502
         body = error_body(None, 502, message)
@@ -234,45 +234,6 @@ class Proxy:
         state.response.add(body)
         state.finish(Outcome.UPSTREAM_ERROR, message)
         return web.Response(status=502, body=body, content_type="application/json")
-
-
-class _Flight:
-    """One exchange on its way: its two tees and the begin/end bookkeeping, each done once."""
-
-    __slots__ = ("begun", "done", "ex", "recorder", "request", "response")
-
-    def __init__(self, recorder: Recorder, ex: Exchange) -> None:
-        self.recorder = recorder
-        self.ex = ex
-        self.request: Tee = recorder.tee()
-        self.response: Tee = recorder.tee()
-        self.begun = False
-        self.done = False
-
-    def begin(self) -> None:
-        if self.begun:
-            return
-        self.begun = True
-        ex = self.ex
-        ex.request_end_at = time.time()
-        ex.request_size = self.request.size
-        ex.request_truncated = self.request.truncated
-        ex.request_body = self.request.take()
-        self.recorder.begin(ex)
-        ex.request_body = b""  # journaled; the end record does not carry it again
-
-    def finish(self, outcome: Outcome, error: str | None = None) -> None:
-        if self.done:
-            return
-        self.begin()
-        self.done = True
-        ex = self.ex
-        ex.outcome = outcome
-        ex.error = error
-        ex.response_size = self.response.size
-        ex.response_truncated = self.response.truncated
-        ex.response_body = self.response.take()
-        self.recorder.end(ex)
 
 
 def _abort(request: web.Request) -> None:

@@ -63,27 +63,27 @@ class Recorder:
         self.exchange_cap = exchange_cap
         self.inflight_cap = inflight_cap
         self.inflight_bytes = 0
-        self.open: dict[str, Exchange] = {}  # begun, not yet ended: written as interrupted at stop
+        self.open: dict[str, Flight] = {}  # not yet ended: written as interrupted at stop
         self.exchanges = 0
         self.drops: Counter[str] = Counter()
         self._unjournaled: Counter[str] = Counter()
         self.last_drop: dict[str, Any] | None = None
 
-    def tee(self) -> Tee:
-        return Tee(self)
+    def flight(self, ex: Exchange) -> Flight:
+        flight = Flight(self, ex)
+        self.open[ex.id] = flight
+        return flight
 
     def drop(self, reason: str, detail: str) -> None:
         self.drops[reason] += 1
         self._unjournaled[reason] += 1
         self.last_drop = {"reason": reason, "detail": detail, "at": time.time()}
 
-    def begin(self, ex: Exchange) -> None:
-        self.open[ex.id] = ex
+    def _begin(self, ex: Exchange) -> None:
         self._append(*begin_record(ex))
 
-    def end(self, ex: Exchange) -> None:
-        if self.open.pop(ex.id, None) is None:
-            return  # already ended (e.g. written as interrupted at stop)
+    def _end(self, ex: Exchange) -> None:
+        self.open.pop(ex.id, None)
         self.exchanges += 1
         if self._append(*end_record(ex)) and self._unjournaled:
             pending, self._unjournaled = dict(self._unjournaled), Counter()
@@ -93,10 +93,8 @@ class Recorder:
     def interrupt_open(self, reason: str) -> int:
         """At stop: every exchange still open is ended as interrupted, with what it has."""
         pending = list(self.open.values())
-        for ex in pending:
-            ex.outcome = Outcome.INTERRUPTED
-            ex.error = reason
-            self.end(ex)
+        for flight in pending:
+            flight.finish(Outcome.INTERRUPTED, reason)
         return len(pending)
 
     def _append(self, meta: dict[str, Any], sections: list[bytes]) -> bool:
@@ -119,3 +117,44 @@ class Recorder:
             "drops": dict(self.drops),
             "last_drop": self.last_drop,
         }
+
+
+class Flight:
+    """One exchange on its way: its two tees and the begin/end records, each written once."""
+
+    __slots__ = ("begun", "done", "ex", "recorder", "request", "response")
+
+    def __init__(self, recorder: Recorder, ex: Exchange) -> None:
+        self.recorder = recorder
+        self.ex = ex
+        self.request = Tee(recorder)
+        self.response = Tee(recorder)
+        self.begun = False
+        self.done = False
+
+    def begin(self) -> None:
+        """The request is complete (or will never be): journal it."""
+        if self.begun:
+            return
+        self.begun = True
+        ex = self.ex
+        ex.request_end_at = time.time()
+        ex.request_size = self.request.size
+        ex.request_truncated = self.request.truncated
+        ex.request_body = self.request.take()
+        self.recorder._begin(ex)
+        ex.request_body = b""  # journaled; the end record does not carry it again
+
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        """The exchange is over: journal its response half, with what arrived."""
+        if self.done:
+            return
+        self.begin()
+        self.done = True
+        ex = self.ex
+        ex.outcome = outcome
+        ex.error = error
+        ex.response_size = self.response.size
+        ex.response_truncated = self.response.truncated
+        ex.response_body = self.response.take()
+        self.recorder._end(ex)
