@@ -529,7 +529,7 @@ class FakeProvider:
         app = web.Application(middlewares=[self._record], client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # Handlers end promptly on stop (they watch _stopping); the timeout is a backstop.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -24,7 +24,11 @@ async def _client(url: str, n: int, done: list[str], stop: asyncio.Event) -> Non
             body = json.dumps({"model": "m", "messages": [{"role": "user", "content": marker}]})
             headers = {}
             if i % 2:  # every other one a short stream
-                headers = {"x-fake-scenario": "paced", "x-fake-events": "5", "x-fake-delay-ms": "20"}
+                headers = {
+                    "x-fake-scenario": "paced",
+                    "x-fake-events": "5",
+                    "x-fake-delay-ms": "20",
+                }
             try:
                 async with http.post(url + "/v1/chat/completions", data=body, headers=headers) as r:
                     await r.read()  # raises if the body was cut short
@@ -48,7 +52,9 @@ def _stored_markers(db: Path) -> dict[str, str]:
     return out
 
 
-async def test_kill9_under_load_loses_no_finished_exchange(fake: FakeProvider, tmp_path: Path) -> None:
+async def test_kill9_under_load_loses_no_finished_exchange(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
     db = tmp_path / "t.db"
     serve = ServeProcess(db, fake.url).start()
     done: list[str] = []
@@ -64,7 +70,10 @@ async def test_kill9_under_load_loses_no_finished_exchange(fake: FakeProvider, t
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             report = json.loads(cli("status", "--db", str(db), "--json").stdout)
-            if report["journal_backlog_bytes"] == 0 and report["store"]["outcomes"].get("in_flight", 0) == 0:
+            if (
+                report["journal_backlog_bytes"] == 0
+                and report["store"]["outcomes"].get("in_flight", 0) == 0
+            ):
                 break
             await asyncio.sleep(0.1)
         assert again.terminate() == 0

@@ -102,9 +102,7 @@ async def test_recorded_claude_session_passes_byte_exact(
         assert row.timings["first_byte"] is not None
     assert sum(1 for r in rows.values() if "claude_agent" in r.evidence) == 2
     counts = store.counts()
-    assert counts["body_bytes"] == sum(
-        len(t.request_body) + len(t.response_body) for t in TURNS
-    )
+    assert counts["body_bytes"] == sum(len(t.request_body) + len(t.response_body) for t in TURNS)
     # Resent conversations are stored as deltas: a small fraction of the raw bytes.
     assert counts["body_bytes_stored"] < counts["body_bytes"] * 0.1
 

@@ -128,7 +128,9 @@ async def test_openai_async(fake: FakeProvider, recorder: Service) -> None:
 
 
 @pytest.mark.parametrize("prefix", ["/anthropic", "/s/run-42", "/s/run-42/anthropic"])
-def test_prefixes_route_and_are_stripped(fake: FakeProvider, recorder: Service, prefix: str) -> None:
+def test_prefixes_route_and_are_stripped(
+    fake: FakeProvider, recorder: Service, prefix: str
+) -> None:
     with anthropic.Anthropic(base_url=recorder.url + prefix, api_key="k") as client:
         client.messages.create(model="claude-test", max_tokens=8, messages=MESSAGES)
     assert fake.received[-1].raw_path == "/v1/messages"

@@ -64,8 +64,13 @@ class ProxyServer:
     async def start(self, host: str, port: int) -> int:
         await self.proxy.start()
         # handler_cancellation: an agent that hangs up cancels its upstream request at once.
+        # auto_decompress off: a compressed request body (Codex sends zstd) is forwarded as sent.
         self._runner = web.AppRunner(
-            self._app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.1
+            self._app(),
+            handler_cancellation=True,
+            auto_decompress=False,
+            access_log=None,
+            shutdown_timeout=0.1,
         )
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, host, port, reuse_address=True)

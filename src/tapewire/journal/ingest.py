@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -138,7 +139,11 @@ class Ingester:
                 self._redact_response(end_)
                 batch.ends.append(end_)
             elif kind == "context":
-                batch.contexts.append(to_context(record))
+                ctx = to_context(record)
+                if self.redactor is not None:  # memory files can hold keys as well as bodies
+                    raw, count = self.redactor.redact(json.dumps(ctx.context).encode())
+                    ctx.context = json.loads(raw) if count else ctx.context
+                batch.contexts.append(ctx)
             elif kind == "drops":
                 for reason, count in record.meta["drops"].items():
                     batch.drops[reason] = batch.drops.get(reason, 0) + int(count)

@@ -47,6 +47,7 @@ class ExchangeRow:
     response_truncated: bool
     redactions: int
     timings: dict[str, float | None]
+    request_sha256: str | None = None  # of the request body as sent, before any redaction
     request_body: bytes | None = None
     response_body: bytes | None = None
 

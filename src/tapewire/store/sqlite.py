@@ -236,7 +236,7 @@ class SQLiteStore:
         " session, claude_session, claude_agent, codex_session, codex_thread, request_headers,"
         " response_headers, request_size, response_size, request_truncated, response_truncated,"
         " redactions, request_end_at, upstream_headers_at, first_byte_at, last_byte_at,"
-        " request_blob, response_blob"
+        " request_blob, response_blob, request_sha256"
     )
 
     def _row(self, r: tuple[Any, ...], with_bodies: bool) -> ExchangeRow:
@@ -274,6 +274,7 @@ class SQLiteStore:
                 "first_byte": r[24],
                 "last_byte": r[25],
             },
+            request_sha256=r[28],
         )
         if with_bodies:
             row.request_body = self.read_blob(r[26]) if r[26] else b""
