@@ -114,3 +114,16 @@ def test_interrupt_stale_marks_only_dead_runs_of_this_journal(tmp_path: Path) ->
     outcomes = {r.id: r.outcome for r in store.exchanges()}
     assert outcomes == {old.id: "interrupted", live.id: "in_flight", other.id: "in_flight"}
     store.close()
+
+
+def test_shared_prefix_agrees_with_the_obvious_definition() -> None:
+    import os.path
+    import random
+
+    from tapewire.store.blobs import shared_prefix
+
+    rng = random.Random(7)
+    for _ in range(500):
+        a = rng.randbytes(rng.randint(0, 12000))
+        b = a[: rng.randint(0, len(a))] + rng.randbytes(rng.randint(0, 50))
+        assert shared_prefix(a, b) == len(os.path.commonprefix([a, b]))

@@ -115,7 +115,13 @@ class Proxy:
             data = None
             state.begin()
         elif request.content_length is not None and request.content_length <= _INLINE_BODY:
-            data = await request.content.readexactly(request.content_length)
+            try:
+                data = await request.content.readexactly(request.content_length)
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                # The agent hung up mid-request: nothing goes upstream; the record says so.
+                state.request.add(getattr(e, "partial", b""))
+                state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection mid-request")
+                raise web.HTTPBadRequest(text="tapewire: request body ended early") from None
             state.request.add(data)
             state.begin()
         else:
