@@ -31,6 +31,7 @@ CREDENTIAL_HEADERS = frozenset(
         "openai-organization",
         "openai-project",
         "chatgpt-account-id",
+        "x-tapewire-token",
     }
 )
 
