@@ -10,10 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeprovider import FakeProvider  # noqa: E402
-
-from tapewire.service import Service, ServiceThread, Settings  # noqa: E402
-from tapewire.store import Store, open_store  # noqa: E402
+from fakeprovider import FakeProvider
+from tapewire.service import Service, ServiceThread, Settings
+from tapewire.store import Store, open_store
 
 RECORDING = Path(__file__).parent / "fixtures" / "recordings" / "claude-20260727-019fa57e"
 

@@ -83,12 +83,12 @@ async def raw_request(
     headers: list[tuple[str, str]],
     body: bytes = b"",
     *,
-    timeout: float = 30.0,
+    within: float = 30.0,
 ) -> RawResponse:
     """Send exactly these bytes to 127.0.0.1:port and read one response as it crossed the wire."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             writer.write(request_head(method, target, headers))
             if body:
                 view = memoryview(body)

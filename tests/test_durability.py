@@ -4,14 +4,15 @@ lets streams finish; exchanges cut off are stored as interrupted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import aiohttp
+
 from fakeprovider import FakeProvider
 from servecli import ServeProcess, cli
-
 from tapewire.store import open_store
 
 
@@ -116,10 +117,8 @@ async def test_stop_with_a_stream_past_the_grace_records_it_interrupted(
         async with http.post(serve.url + "/v1/chat/completions", data=b"{}", headers=headers) as r:
             await r.content.readline()
             code = await asyncio.to_thread(serve.terminate)
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 await r.read()
-            except aiohttp.ClientError:
-                pass
     assert code == 0
     store = open_store(db)
     (row,) = store.exchanges(with_bodies=True)

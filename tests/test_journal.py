@@ -88,7 +88,9 @@ def test_corrupt_bytes_in_the_middle_are_skipped(tmp_path: Path) -> None:
     assert [m["i"] for m in _records(tmp_path)] == [0, 2]
 
 
-def test_write_failure_leaves_the_segment_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_failure_leaves_the_segment_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = JournalWriter(tmp_path)
     w.open()
     w.append({"kind": "x", "i": 1})

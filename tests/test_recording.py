@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from conftest import RECORDING, settings_for, stored
 from fakeprovider import FakeProvider, RecordedTurn, load_recording
-
 from tapewire.model import header_value
 from tapewire.service import ServiceThread
 
@@ -32,7 +32,7 @@ def _credentials(i: int) -> dict[str, str]:
 def _request_headers(turn: RecordedTurn, i: int) -> list[tuple[str, str]]:
     creds = _credentials(i)
     headers = [(k, creds.get(k.lower(), v)) for k, v in turn.request_headers]
-    return headers + [("x-api-key", creds["x-api-key"]), ("cookie", creds["cookie"])]
+    return [*headers, ("x-api-key", creds["x-api-key"]), ("cookie", creds["cookie"])]
 
 
 async def _replay(url: str) -> list[tuple[int, list[tuple[str, str]], bytes]]:

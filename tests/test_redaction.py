@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import aiohttp
+
 from conftest import settings_for, stored
 from fakeprovider import FakeProvider
-
 from tapewire.service import Service, ServiceThread
 
 # Built from pieces so this file holds no key-shaped literal.
@@ -64,13 +64,15 @@ async def test_secret_in_a_compressed_body_is_redacted(
     redacted, since compressed bytes cannot be scanned."""
     payload = gzip.compress(f"data: {json.dumps({'text': ENV_FILE})}\n\n".encode())
     headers = {"x-fake-scenario": "echo"}
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
-        async with http.post(
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as http,
+        http.post(
             recorder.url + "/v1/messages",
             data=payload,
             headers={**headers, "Content-Encoding": "gzip"},
-        ) as resp:
-            assert await resp.read() == payload  # forwarded as the upstream sent it
+        ) as resp,
+    ):
+        assert await resp.read() == payload  # forwarded as the upstream sent it
     (row,) = stored(recorder).exchanges(with_bodies=True)
     assert row.redactions >= 2
     assert row.request_body is not None and ANTHROPIC_KEY.encode() not in row.request_body

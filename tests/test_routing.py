@@ -24,16 +24,29 @@ UPSTREAMS = parse_upstreams(["gw=http://127.0.0.1:9000/base/", "openai=http://12
         ("/s/abc/v1/messages", "anthropic", "/v1/messages", "anthropic", "abc"),
         ("/s/a%2Fb/v1/messages", "anthropic", "/v1/messages", "anthropic", "a/b"),
         ("/anthropic/v1/models", "anthropic", "/v1/models", None, None),
-        ("/openai/v1/chat/completions?x=%20", "openai", "/v1/chat/completions?x=%20", "openai", None),
+        (
+            "/openai/v1/chat/completions?x=%20",
+            "openai",
+            "/v1/chat/completions?x=%20",
+            "openai",
+            None,
+        ),
         ("/ollama/api/chat", "ollama", "/api/chat", "ollama", None),
         ("/u/gw/v1/chat/completions", "gw", "/base/v1/chat/completions", "openai", None),
         ("/s/run1/u/gw/anything", "gw", "/base/anything", None, "run1"),
         ("/v1/messagesX", "openai", "/v1/messagesX", None, None),  # a prefix, not a path segment
     ],
 )
-def test_route(raw: str, upstream: str, target: str, provider: str | None, session: str | None) -> None:
+def test_route(
+    raw: str, upstream: str, target: str, provider: str | None, session: str | None
+) -> None:
     r = route(raw, UPSTREAMS)
-    assert (r.upstream.name, r.target, r.provider, r.session) == (upstream, target, provider, session)
+    assert (r.upstream.name, r.target, r.provider, r.session) == (
+        upstream,
+        target,
+        provider,
+        session,
+    )
 
 
 def test_unknown_upstream_name_is_a_clear_error() -> None:
@@ -76,5 +89,10 @@ def test_session_evidence() -> None:
          ("session_id", "cx"), ("thread-id", "th"), ("x-tapewire-session", "tw")],
         None,
     )  # fmt: skip
-    assert e.as_dict() == {"session": "tw", "claude_session": "cc", "codex_session": "cx", "codex_thread": "th"}
+    assert e.as_dict() == {
+        "session": "tw",
+        "claude_session": "cc",
+        "codex_session": "cx",
+        "codex_thread": "th",
+    }
     assert evidence([("x-tapewire-session", "hdr")], "path").session == "path"

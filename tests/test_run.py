@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fakeprovider import FakeProvider
 from servecli import ServeProcess
-
 from tapewire.store import open_store
 
 AGENT = """
@@ -47,7 +46,7 @@ def _run(cwd: Path, db: Path, fake: FakeProvider, *extra: str) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "tapewire", "run", "--db", str(db), *upstreams, *extra,
          "--", sys.executable, "agent.py"],
-        cwd=cwd, capture_output=True, text=True, timeout=60, env=env,
+        cwd=cwd, capture_output=True, text=True, timeout=60, env=env, check=False,
     )  # fmt: skip
 
 
@@ -112,7 +111,7 @@ def test_run_reports_a_missing_command(fake: FakeProvider, tmp_path: Path) -> No
     done = subprocess.run(
         [sys.executable, "-m", "tapewire", "run", "--db", str(tmp_path / "t.db"), "--",
          "no-such-agent-xyz"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode != 0
     assert "cannot run no-such-agent-xyz" in done.stderr

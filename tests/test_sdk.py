@@ -8,9 +8,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+
 from conftest import stored
 from fakeprovider import FakeProvider
-
 from tapewire.service import Service
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]

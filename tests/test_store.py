@@ -126,4 +126,4 @@ def test_shared_prefix_agrees_with_the_obvious_definition() -> None:
     for _ in range(500):
         a = rng.randbytes(rng.randint(0, 12000))
         b = a[: rng.randint(0, len(a))] + rng.randbytes(rng.randint(0, 50))
-        assert shared_prefix(a, b) == len(os.path.commonprefix([a, b]))
+        assert shared_prefix(a, b) == len(os.path.commonprefix([a, b]))  # noqa: RUF071

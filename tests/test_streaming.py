@@ -7,9 +7,9 @@ import time
 
 import aiohttp
 import anthropic
+
 from conftest import stored
 from fakeprovider import FakeProvider
-
 from tapewire.service import Service
 
 
@@ -41,8 +41,8 @@ async def test_sse_is_not_buffered(fake: FakeProvider, recorder: Service) -> Non
 
 async def test_ndjson_stream_passes_line_by_line(fake: FakeProvider, recorder: Service) -> None:
     req = json.dumps({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    direct_times, direct = await _arrivals(fake.url + "/api/chat", {}, req)
-    times, body = await _arrivals(recorder.url + "/api/chat", {}, req)
+    _, direct = await _arrivals(fake.url + "/api/chat", {}, req)
+    _, body = await _arrivals(recorder.url + "/api/chat", {}, req)
     assert body == direct
     lines = [json.loads(line) for line in body.splitlines()]
     assert lines[-1]["done"] is True

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from conftest import settings_for, stored
 from fakeprovider import FakeProvider
-
 from tapewire.service import Service, ServiceThread
 
 
@@ -27,7 +27,9 @@ async def test_token_is_required_and_never_forwarded_or_stored(
             async with http.post(url, data=b"{}") as resp:
                 assert resp.status == 401
                 assert "x-tapewire-token" in await resp.text()
-            async with http.post(url, data=b"{}", headers={"x-tapewire-token": "team-token-123"}) as resp:
+            async with http.post(
+                url, data=b"{}", headers={"x-tapewire-token": "team-token-123"}
+            ) as resp:
                 assert resp.status == 200
         (row,) = stored(service).exchanges()
     assert len(fake.received) == 1

@@ -28,8 +28,24 @@ _INLINE_BODY = 1024 * 1024  # smaller request bodies are read whole; larger ones
 _OURS = "x-tapewire-"
 
 
+def _text(raw: bytes) -> str:
+    # aiohttp writes header text back out as UTF-8: decoding UTF-8 round-trips those bytes.
+    # Bytes that are not UTF-8 (obs-text) cannot be written back by aiohttp as they were.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _decode(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    return [(_text(k), _text(v)) for k, v in raw]
+
+
+def _same_spelling(headers: Headers) -> Headers:
+    """aiohttp's client keeps repeats of a header name only when they are spelled alike
+    (X-Multi and x-multi collapse into the last one): spell repeats like the first."""
+    first: dict[str, str] = {}
+    return [(first.setdefault(k.lower(), k), v) for k, v in headers]
 
 
 class Proxy:
@@ -74,7 +90,7 @@ class Proxy:
         try:
             r = route(request.raw_path, self.upstreams, self.default_upstream)
         except RouteError as e:
-            return self._unroutable(request, headers, started, str(e))
+            return await self._unroutable(request, headers, started, str(e))
         ex = Exchange(
             id=new_id(),
             run_id=self.run_id,
@@ -105,24 +121,19 @@ class Proxy:
     ) -> web.StreamResponse:
         assert self._client is not None
         ex = state.ex
-        fwd = [
-            (k, r.upstream.host_header) if k.lower() == "host" else (k, v)
-            for k, v in forwardable(headers)
-            if not k.lower().startswith(_OURS)
-        ]
+        fwd = _same_spelling(
+            [
+                (k, r.upstream.host_header) if k.lower() == "host" else (k, v)
+                for k, v in forwardable(headers)
+                if not k.lower().startswith(_OURS)
+            ]
+        )
         data: bytes | AsyncIterator[bytes] | None
         if not request.body_exists:
             data = None
             state.begin()
         elif request.content_length is not None and request.content_length <= _INLINE_BODY:
-            try:
-                data = await request.content.readexactly(request.content_length)
-            except (asyncio.IncompleteReadError, ConnectionError) as e:
-                # The agent hung up mid-request: nothing goes upstream; the record says so.
-                state.request.add(getattr(e, "partial", b""))
-                state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection mid-request")
-                raise web.HTTPBadRequest(text="tapewire: request body ended early") from None
-            state.request.add(data)
+            data = await _read_body(request, state)
             state.begin()
         else:
             data = self._stream_request(request, state)
@@ -217,7 +228,7 @@ class Proxy:
         resp.headers["X-Tapewire-Error"] = "1"
         return resp
 
-    def _unroutable(
+    async def _unroutable(
         self, request: web.Request, headers: Headers, started: float, message: str
     ) -> web.StreamResponse:
         ex = Exchange(
@@ -233,6 +244,7 @@ class Proxy:
             evidence=evidence(headers, None),
         )
         state = self.recorder.flight(ex)
+        await _read_body(request, state)
         state.begin()
         ex.status = 502
         body = error_body(None, 502, message)
@@ -240,6 +252,20 @@ class Proxy:
         state.response.add(body)
         state.finish(Outcome.UPSTREAM_ERROR, message)
         return web.Response(status=502, body=body, content_type="application/json")
+
+
+async def _read_body(request: web.Request, state: Flight) -> bytes:
+    """Read a whole request body into the record chunk by chunk, so that an agent that hangs
+    up mid-request (the handler is cancelled) leaves what did arrive in the record."""
+    chunks = []
+    try:
+        async for chunk in request.content.iter_any():
+            state.request.add(chunk)
+            chunks.append(chunk)
+    except ConnectionError:
+        state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection mid-request")
+        raise web.HTTPBadRequest(text="tapewire: request body ended early") from None
+    return b"".join(chunks)
 
 
 def _abort(request: web.Request) -> None:
