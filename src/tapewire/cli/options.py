@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import click
 import platformdirs
 
+from tapewire.service import Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -85,6 +87,14 @@ def proxy_options(f: F) -> F:
             help="Per body: past this the exchange is still forwarded whole, but recorded truncated.",
         ),
         click.option(
+            "--max-inflight-bytes",
+            type=int,
+            envvar="TAPEWIRE_MAX_INFLIGHT_BYTES",
+            default=512 * 1024 * 1024,
+            show_default=True,
+            help="All exchanges in flight together: past this, bodies are recorded truncated.",
+        ),
+        click.option(
             "--fsync-interval",
             type=float,
             envvar="TAPEWIRE_FSYNC_INTERVAL",
@@ -123,3 +133,20 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Settings from the values of `db_option` and `proxy_options`."""
+    return Settings(
+        db=options["db"],
+        journal=options["journal"],
+        upstreams=list(options["upstreams"]),
+        default_upstream=options["default_upstream"],
+        redact=not options["no_redact"],
+        redact_patterns=list(options["redact_patterns"]),
+        extra_credential_headers=list(options["credential_headers"]),
+        exchange_cap=options["max_exchange_bytes"],
+        inflight_cap=options["max_inflight_bytes"],
+        fsync_interval=options["fsync_interval"],
+        read_timeout=options["read_timeout"],
+    )

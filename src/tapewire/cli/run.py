@@ -17,8 +17,7 @@ from typing import Any
 
 import click
 
-from tapewire.cli.options import db_option, proxy_options
-from tapewire.cli.serve import settings_from
+from tapewire.cli.options import db_option, proxy_options, settings_from
 from tapewire.journal.segments import JournalLocked
 from tapewire.model import new_id
 from tapewire.service import ServiceThread, running_state
@@ -172,16 +171,7 @@ def run(
     proxy_url: str | None,
     token: str | None,
     command: tuple[str, ...],
-    db: Path,
-    journal: Path | None,
-    upstreams: tuple[str, ...],
-    default_upstream: str,
-    no_redact: bool,
-    redact_patterns: tuple[str, ...],
-    credential_headers: tuple[str, ...],
-    max_exchange_bytes: int,
-    fsync_interval: float,
-    read_timeout: float,
+    **options: Any,
 ) -> None:
     """Run COMMAND with its LLM traffic recorded as one session.
 
@@ -189,18 +179,7 @@ def run(
     else starts a proxy in this process for the run. Exits with COMMAND's exit code.
     """
     session = session or new_id()
-    settings = settings_from(
-        db,
-        journal,
-        upstreams,
-        default_upstream,
-        no_redact,
-        redact_patterns,
-        credential_headers,
-        max_exchange_bytes,
-        fsync_interval,
-        read_timeout,
-    )
+    settings = settings_from(options)
     settings.port = 0
     thread: ServiceThread | None = None
     if proxy_url is None:

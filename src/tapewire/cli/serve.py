@@ -4,39 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
+from typing import Any
 
 import click
 
-from tapewire.cli.options import db_option, proxy_options, setup_logging, split_hostport
+from tapewire.cli.options import (
+    db_option,
+    proxy_options,
+    settings_from,
+    setup_logging,
+    split_hostport,
+)
 from tapewire.journal.segments import JournalLocked
-from tapewire.service import Service, Settings, new_loop
-
-
-def settings_from(
-    db: Path,
-    journal: Path | None,
-    upstreams: tuple[str, ...],
-    default_upstream: str,
-    no_redact: bool,
-    redact_patterns: tuple[str, ...],
-    credential_headers: tuple[str, ...],
-    max_exchange_bytes: int,
-    fsync_interval: float,
-    read_timeout: float,
-) -> Settings:
-    return Settings(
-        db=db,
-        journal=journal,
-        upstreams=list(upstreams),
-        default_upstream=default_upstream,
-        redact=not no_redact,
-        redact_patterns=list(redact_patterns),
-        extra_credential_headers=list(credential_headers),
-        exchange_cap=max_exchange_bytes,
-        fsync_interval=fsync_interval,
-        read_timeout=read_timeout,
-    )
+from tapewire.service import Service, new_loop
 
 
 def agent_lines(url: str) -> list[str]:
@@ -84,31 +64,11 @@ def serve(
     token: str | None,
     grace: float,
     verbose: bool,
-    db: Path,
-    journal: Path | None,
-    upstreams: tuple[str, ...],
-    default_upstream: str,
-    no_redact: bool,
-    redact_patterns: tuple[str, ...],
-    credential_headers: tuple[str, ...],
-    max_exchange_bytes: int,
-    fsync_interval: float,
-    read_timeout: float,
+    **options: Any,
 ) -> None:
     """Run the recording proxy until SIGINT or SIGTERM."""
     setup_logging(verbose)
-    settings = settings_from(
-        db,
-        journal,
-        upstreams,
-        default_upstream,
-        no_redact,
-        redact_patterns,
-        credential_headers,
-        max_exchange_bytes,
-        fsync_interval,
-        read_timeout,
-    )
+    settings = settings_from(options)
     settings.host, settings.port = split_hostport(listen, 8080)
     settings.token = token
     settings.grace = grace
