@@ -56,6 +56,5 @@ def wait_ingested(service: Service, timeout: float = 10.0) -> None:
         status = service.ingester.status()
         if status["backlog_bytes"] == 0 and not service.recorder.open:
             return
-        service.ingester.wake()
         time.sleep(0.02)
     raise AssertionError(f"ingest did not catch up: {service.ingester.status()}")

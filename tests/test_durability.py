@@ -125,3 +125,21 @@ async def test_stop_with_a_stream_past_the_grace_records_it_interrupted(
     store.close()
     assert row.outcome == "interrupted"
     assert row.response_body and row.response_body.startswith(b"data:")
+
+
+async def test_a_killed_ingest_worker_is_restarted(fake: FakeProvider, tmp_path: Path) -> None:
+    from conftest import settings_for, stored
+    from tapewire.service import ServiceThread
+
+    with ServiceThread(settings_for(fake, tmp_path)) as service:
+        first = service.ingester.proc
+        assert first is not None
+        first.kill()
+        first.wait()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.post(service.url + "/v1/chat/completions", data=b"{}") as r:
+                    assert r.status == 200
+        rows = stored(service).exchanges()  # waits for the restarted worker to catch up
+        assert service.ingester.proc is not first
+    assert len(rows) == 3

@@ -21,13 +21,12 @@ from tapewire.capture.proxy import Proxy
 from tapewire.capture.recorder import EXCHANGE_CAP, INFLIGHT_CAP, Recorder
 from tapewire.capture.routing import parse_upstreams
 from tapewire.capture.server import ProxyServer
-from tapewire.journal.ingest import Ingester
 from tapewire.journal.records import context_record
 from tapewire.journal.segments import OwnerLock, backlog_bytes, journal_id
+from tapewire.journal.worker import IngestWorker
 from tapewire.journal.writer import JournalWriter
 from tapewire.model import RunContext, new_id
 from tapewire.redact import Redactor
-from tapewire.store import Store, open_store
 
 log = logging.getLogger("tapewire")
 
@@ -76,22 +75,21 @@ class Service:
         self.lock = OwnerLock(directory)
         self.lock.acquire()
         self.recorder_id = journal_id(directory)
-        self.journal = JournalWriter(
-            directory, fsync_interval=settings.fsync_interval, on_write=self._wake_ingester
-        )
+        self.journal = JournalWriter(directory, fsync_interval=settings.fsync_interval)
         credentials = CREDENTIAL_HEADERS | {h.lower() for h in settings.extra_credential_headers}
         self.recorder = Recorder(
             self.journal, exchange_cap=settings.exchange_cap, inflight_cap=settings.inflight_cap
         )
         self.upstreams = parse_upstreams(settings.upstreams)
-        redactor = Redactor(settings.redact_patterns) if settings.redact else None
-        self.ingester = Ingester(
+        if settings.redact:
+            Redactor(settings.redact_patterns)  # a bad pattern is the user's error, said now
+        self.ingester = IngestWorker(
             directory,
-            self._open_store,
+            settings.db,
             recorder=self.recorder_id,
             run=self.run_id,
-            live_segment=lambda: self.journal.segment,
-            redactor=redactor,
+            redact=settings.redact,
+            redact_patterns=settings.redact_patterns,
         )
         proxy = Proxy(
             self.upstreams,
@@ -107,12 +105,7 @@ class Service:
         )
         self.started_at = time.time()
         self.port = 0
-
-    def _open_store(self) -> Store:
-        return open_store(self.settings.db)
-
-    def _wake_ingester(self) -> None:
-        self.ingester.wake()
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -127,10 +120,18 @@ class Service:
         self.ingester.start()
         self.port = await self.server.start(self.settings.host, self.settings.port)
         self._write_state()
+        self._watchdog = asyncio.create_task(self._watch_worker())
+
+    async def _watch_worker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.ingester.ensure_running()
 
     async def stop(self) -> None:
         """Stop accepting, let streams finish (bounded), journal the rest as interrupted,
         fsync, ingest what the journal holds, and let go of the journal."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self.server.stop_accepting()
         deadline = time.monotonic() + self.settings.grace
         while self.recorder.open and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a plain dict)

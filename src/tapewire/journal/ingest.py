@@ -1,6 +1,7 @@
-"""The ingester: a thread that moves journal records into the store, in batches, checkpointed.
+"""The ingester: moves journal records into the store, in batches, checkpointed.
 
-It is the only reader of the journal in a live process and the only writer to the store.
+It runs in a worker process of its own (`journal/worker.py`): parsing, hashing, redacting and
+compressing bodies hold the GIL, and the proxy's event loop must never wait for them.
 A store that fails (unwritable, full, down) leaves the records in the journal: the ingester
 retries with backoff and the backlog shows in `tapewire status`.
 """
@@ -11,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +35,7 @@ from tapewire.store import Batch, Store
 log = logging.getLogger("tapewire.ingest")
 
 BATCH_RECORDS = 256
+STATUS_FILE = "ingest.json"
 BATCH_BYTES = 32 * 1024 * 1024
 
 
@@ -52,58 +53,49 @@ class Ingester:
         self.directory = directory
         self._open_store = open_store
         self.recorder = recorder
-        self.run = run
+        self.run_id = run
         self.redactor = redactor
         self.reader = JournalReader(directory, live_segment)
         self._store: Store | None = None
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._stale_checked = False
         self.ingested = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_ingest_at: float | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="tapewire-ingest", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Drain what the journal holds (bounded by timeout), then close the store."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def run(
+        self,
+        stopping: Callable[[], bool],
+        abandon: Callable[[], bool] = lambda: False,
+        poll: float = 0.02,
+    ) -> None:
+        """Ingest until stopping() turns true, then drain what is left and return; return at
+        once when abandon() does. Store errors are retried with backoff while running."""
+        backoff = poll
+        while not abandon():
+            stop = stopping()
+            try:
+                moved = self.step()
+                backoff = poll
+            except Exception as e:  # the store's trouble is never the proxy's
+                self._fail(e)
+                self.publish_status()
+                if stop:
+                    break
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if moved:
+                self.publish_status()
+            elif stop:
+                break
+            else:
+                time.sleep(poll)
+        self.publish_status()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
             self._store = None
-
-    def _loop(self) -> None:
-        backoff = 0.05
-        while True:
-            stopping = self._stopping.is_set()
-            try:
-                moved = self.step()
-                backoff = 0.05
-            except Exception as e:  # the store's trouble is never the proxy's
-                self._fail(e)
-                if stopping:
-                    return
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if stopping and not moved:
-                return
-            if not moved:
-                self._wake.wait(0.5)
-                self._wake.clear()
 
     def _fail(self, e: BaseException) -> None:
         self.last_error = f"{type(e).__name__}: {e}"
@@ -153,7 +145,7 @@ class Ingester:
         if end == start:
             if not self._stale_checked:
                 # Caught up with what earlier runs left: their open exchanges never end.
-                store.interrupt_stale(self.recorder, self.run)
+                store.interrupt_stale(self.recorder, self.run_id)
                 self._stale_checked = True
             return 0
         if len(batch):
@@ -221,3 +213,21 @@ class Ingester:
             "last_error_at": self.last_error_at,
             "corrupt_skips": self.reader.corrupt_skips,
         }
+
+    def publish_status(self) -> None:
+        """For the proxy process (and `tapewire status`), which cannot ask this one."""
+        path = self.directory / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(self.status()))
+            tmp.replace(path)
+
+
+def read_status(directory: Path) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = json.loads((directory / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        status = {"ingested_records": 0, "last_ingest_at": None, "last_error": None,
+                  "last_error_at": None, "corrupt_skips": 0}  # fmt: skip
+    status["backlog_bytes"] = backlog_bytes(directory)
+    return status

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,10 @@ class JournalWriter:
         *,
         fsync_interval: float = 1.0,
         segment_bytes: int = SEGMENT_BYTES,
-        on_write: Callable[[], None] | None = None,
     ) -> None:
         self.directory = directory
         self.fsync_interval = fsync_interval
         self.segment_bytes = segment_bytes
-        self._on_write = on_write
         self._fd = -1
         self._seq = 0
         self._size = 0
@@ -82,8 +80,6 @@ class JournalWriter:
         self._dirty = True
         self.records_written += 1
         self.bytes_written += length
-        if self._on_write is not None:
-            self._on_write()
 
     def _undo_partial(self) -> None:
         """Cut a half-written record off so later records stay aligned; else move on."""
