@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -63,12 +64,13 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9000")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     except ImportError:
-        loop_factory = asyncio.new_event_loop
+        pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(host, int(port), args.upstream.rstrip("/")))
 

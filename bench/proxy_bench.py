@@ -20,6 +20,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import importlib.metadata
+import io
 import itertools
 import json
 import math
@@ -30,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -58,7 +61,8 @@ CPU_NOTE = (
     "CPU is scarce: the load generator, the proxy under test and the fake provider share "
     f"{os.cpu_count()} cores, so every process steals from the others. Absolute req/s are "
     "this machine's, not the proxy's; compare targets within a row group, and read "
-    "'srv CPU/req' (the server process's own CPU time per request) for the cost per "
+    "'srv CPU/req' (the server's own CPU time per request, its worker processes included) "
+    "for the cost per "
     "request independent of contention."
 )
 
@@ -192,14 +196,17 @@ class BenchError(RuntimeError):
 class Processes:
     """Every subprocess the benchmark starts; all of them end when it does."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tapewire_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.tapewire_env = tapewire_env  # how tapewire processes find the code under test
         self.servers: list[Server] = []
 
-    def _spawn(self, name: str, argv: list[str], stdout: int | None) -> tuple[Any, Path]:
+    def _spawn(
+        self, name: str, argv: list[str], stdout: int | None, env: dict[str, str] | None = None
+    ) -> tuple[Any, Path]:
         log = self.workdir / f"{name}-{len(self.servers)}.log"
         with log.open("wb") as err:
-            proc = subprocess.Popen(argv, stdout=stdout, stderr=err, cwd=ROOT)
+            proc = subprocess.Popen(argv, stdout=stdout, stderr=err, cwd=self.workdir, env=env)
         return proc, log
 
     def start_printing(self, name: str, argv: list[str], timeout: float = 30.0) -> Server:
@@ -215,6 +222,48 @@ class Processes:
         server.url = line
         return server
 
+    def tapewire_status(self, db: Path) -> dict[str, Any]:
+        """`tapewire status --db DB --json`, with the code under test."""
+        out = subprocess.run(
+            [sys.executable, "-m", "tapewire", "status", "--db", str(db), "--json"],
+            capture_output=True,
+            check=True,
+            cwd=self.workdir,
+            env=self.tapewire_env,
+            timeout=60,
+        )
+        doc: dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+    def verify_recorded(self, db: Path, sent: int, timeout: float = 180.0) -> dict[str, Any]:
+        """Wait for the journal backlog to reach 0, then compare the store with what was sent."""
+        started = time.monotonic()
+        doc: dict[str, Any] = {}
+        while time.monotonic() - started < timeout:
+            doc = self.tapewire_status(db)
+            stored = doc.get("store", {}).get("exchanges", 0)
+            if doc.get("journal_backlog_bytes") == 0 and stored >= sent:
+                break
+            time.sleep(0.5)
+        store = doc.get("store", {})
+        outcomes = store.get("outcomes", {})
+        ok = (
+            doc.get("journal_backlog_bytes") == 0
+            and store.get("exchanges") == sent
+            and outcomes == {"complete": sent}
+            and not doc.get("drops")
+        )
+        return {
+            "ok": ok,
+            "sent_via_tapewire": sent,
+            "stored_exchanges": store.get("exchanges"),
+            "outcomes": outcomes,
+            "drops": doc.get("drops"),
+            "journal_backlog_bytes": doc.get("journal_backlog_bytes"),
+            "store_size_bytes": store.get("size_bytes"),
+            "waited_s": round(time.monotonic() - started, 2),
+        }
+
     def start_fake(self) -> Server:
         return self.start_printing("fake", [sys.executable, str(BENCH / "fake_server.py")])
 
@@ -222,13 +271,21 @@ class Processes:
         argv = [sys.executable, str(BENCH / "passthrough.py"), "--listen", "127.0.0.1:0"]
         return self.start_printing("pass", [*argv, "--upstream", upstream])
 
-    def start_tapewire(self, db: Path, upstream: str, timeout: float = 30.0) -> Server:
-        argv = [sys.executable, "-m", "tapewire", "serve", "--listen", "127.0.0.1:0"]
-        argv += ["--db", str(db)]
-        for name in ("anthropic", "openai", "ollama"):
-            argv += ["--upstream", f"{name}={upstream}"]
-        proc, log = self._spawn("tapewire", argv, subprocess.DEVNULL)
-        server = Server("tapewire", proc, "", log, db)
+    def start_tapewire(
+        self,
+        db: Path,
+        upstream: str,
+        timeout: float = 30.0,
+        command: list[str] | None = None,
+        name: str = "tapewire",
+    ) -> Server:
+        """`tapewire serve` on a free port (command: how to invoke tapewire's CLI)."""
+        argv = [*(command or [sys.executable, "-m", "tapewire"]), "serve"]
+        argv += ["--listen", "127.0.0.1:0", "--db", str(db)]
+        for provider in ("anthropic", "openai", "ollama"):
+            argv += ["--upstream", f"{provider}={upstream}"]
+        proc, log = self._spawn(name, argv, subprocess.DEVNULL, self.tapewire_env)
+        server = Server(name, proc, "", log, db)
         self.servers.append(server)
         state_file = Path(str(db) + ".journal") / "serve.json"
         deadline = time.monotonic() + timeout
@@ -276,50 +333,6 @@ def tail(log: Path, lines: int = 20) -> str:
         return ""
 
 
-def tapewire_status(db: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "tapewire", "status", "--db", str(db), "--json"],
-        capture_output=True,
-        check=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    doc: dict[str, Any] = json.loads(out.stdout)
-    return doc
-
-
-def verify_recorded(db: Path, sent: int, timeout: float = 180.0) -> dict[str, Any]:
-    """Wait for the journal backlog to reach 0, then compare the store with what was sent."""
-    started = time.monotonic()
-    doc: dict[str, Any] = {}
-    while time.monotonic() - started < timeout:
-        doc = tapewire_status(db)
-        if (
-            doc.get("journal_backlog_bytes") == 0
-            and doc.get("store", {}).get("exchanges", 0) >= sent
-        ):
-            break
-        time.sleep(0.5)
-    store = doc.get("store", {})
-    outcomes = store.get("outcomes", {})
-    ok = (
-        doc.get("journal_backlog_bytes") == 0
-        and store.get("exchanges") == sent
-        and outcomes == {"complete": sent}
-        and not doc.get("drops")
-    )
-    return {
-        "ok": ok,
-        "sent_via_tapewire": sent,
-        "stored_exchanges": store.get("exchanges"),
-        "outcomes": outcomes,
-        "drops": doc.get("drops"),
-        "journal_backlog_bytes": doc.get("journal_backlog_bytes"),
-        "store_size_bytes": store.get("size_bytes"),
-        "waited_s": round(time.monotonic() - started, 2),
-    }
-
-
 # --------------------------------------------------------------------------- /proc
 
 
@@ -333,21 +346,62 @@ def proc_memory(pid: int) -> dict[str, int]:
     return found
 
 
-def _ticks(stat_path: str) -> int:
-    text = Path(stat_path).read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def _stat_fields(path: str) -> list[str]:
+    text = Path(path).read_text()
+    return text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (tapewire may run its ingester in a worker process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(f"/proc/{entry.name}/stat")[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(whole process, main thread) CPU seconds. In tapewire the main thread runs the proxy's
-    event loop; the others are the ingester and the journal's fsync thread."""
+    """(the process and its descendants, its main thread) CPU seconds, user + system.
+    In a proxy the main thread runs the event loop; in tapewire the rest is the journal's
+    fsync thread and the ingester (a thread, or a worker process)."""
     try:
-        return _ticks(f"/proc/{pid}/stat") / CLK_TCK, _ticks(
-            f"/proc/{pid}/task/{pid}/stat"
-        ) / CLK_TCK
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        # utime + stime, + cutime + cstime of children already exited and reaped
+        total = sum(int(fields[i]) for i in (11, 12, 13, 14))
+        main = _stat_fields(f"/proc/{pid}/task/{pid}/stat")
+        loop = int(main[11]) + int(main[12])
     except (OSError, ValueError, IndexError):
         return math.nan, math.nan
+    for child in descendants(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = _stat_fields(f"/proc/{child}/stat")
+            total += int(f[11]) + int(f[12])
+    return total / CLK_TCK, loop / CLK_TCK
+
+
+def tree_memory(pid: int) -> dict[str, int]:
+    """The process's VmRSS and VmHWM, and the sums of its descendants' (KiB)."""
+    mem = proc_memory(pid)
+    mem["children"] = 0
+    mem["children_VmRSS"] = mem["children_VmHWM"] = 0
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            m = proc_memory(child)
+            mem["children"] += 1
+            mem["children_VmRSS"] += m.get("VmRSS", 0)
+            mem["children_VmHWM"] += m.get("VmHWM", 0)
+    return mem
 
 
 def host_cpu() -> tuple[int, int]:
@@ -601,24 +655,55 @@ def check_transparent(url: str, wls: list[Workload], runner: asyncio.Runner) -> 
 async def slow_streams(
     base: str, n: int, events: int, delay_ms: int, pid: int, status_url: str | None
 ) -> dict[str, Any]:
-    """n paced streams at once; samples the server mid-flight."""
+    """n paced streams at once, then the server is sampled every 100 ms until all have ended:
+    the most streams open at once (as the client sees them, and as tapewire counts them), its
+    RSS and open file descriptors.
+
+    First n short streams (2 events 300 ms apart) open n keep-alive connections on both hops
+    (client to proxy, proxy to fake), so that the measured streams need no connects: n connects
+    in one burst overflow the servers' 128-deep listen backlogs, and the dropped SYNs are
+    retried after a second, which would stagger the streams. Then all n start within ~0.2 s."""
     headers = paced_headers(events, delay_ms)
     url = URL(base + "/v1/chat/completions")
     expect = len(b"".join(f"data: {json.dumps({'i': k})}\n\n".encode() for k in range(events)))
+    open_now = 0
+    most: dict[str, int] = {"open_streams": 0, "VmRSS": 0, "open_fds": 0}
     started = time.perf_counter()
     async with new_session() as session:
 
         async def one() -> tuple[int, int]:
+            nonlocal open_now
             async with session.post(url, headers=headers, data=CHAT_BODY) as resp:
-                return resp.status, len(await resp.read())
+                open_now += 1
+                most["open_streams"] = max(most["open_streams"], open_now)
+                try:
+                    return resp.status, len(await resp.read())
+                finally:
+                    open_now -= 1
 
-        tasks = [asyncio.create_task(one()) for _ in range(n)]
-        await asyncio.sleep(events * delay_ms / 1000 / 2)
-        mid: dict[str, Any] = await asyncio.to_thread(proc_memory, pid)
-        mid["open_fds"] = await asyncio.to_thread(open_fds, pid)
-        if status_url is not None:
-            async with session.get(status_url) as resp:
-                mid["in_flight"] = (await resp.json())["capture"]["in_flight"]
+        async def short() -> None:
+            async with session.post(url, headers=paced_headers(2, 300), data=CHAT_BODY) as resp:
+                await resp.read()
+
+        warm = [asyncio.create_task(short()) for _ in range(n)]
+        await asyncio.gather(*warm, return_exceptions=True)
+        warm_s = time.perf_counter() - started
+        most["VmRSS"] = (await asyncio.to_thread(proc_memory, pid))["VmRSS"]
+        started = time.perf_counter()
+        tasks: list[asyncio.Task[tuple[int, int]]] = []
+        for k in range(0, n, 25):
+            tasks += [asyncio.create_task(one()) for _ in range(min(25, n - k))]
+            await asyncio.sleep(0.01)
+        ramp_s = time.perf_counter() - started
+        while not all(t.done() for t in tasks):
+            mem = await asyncio.to_thread(proc_memory, pid)
+            most["VmRSS"] = max(most["VmRSS"], mem["VmRSS"])
+            most["open_fds"] = max(most["open_fds"], await asyncio.to_thread(open_fds, pid))
+            if status_url is not None:
+                async with session.get(status_url) as resp:
+                    in_flight = int((await resp.json())["capture"]["in_flight"])
+                most["in_flight"] = max(most.get("in_flight", 0), in_flight)
+            await asyncio.wait(tasks, timeout=0.1)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     good = sum(1 for r in results if isinstance(r, tuple) and r == (200, expect))
     errors = [repr(r) for r in results if isinstance(r, BaseException)][:3]
@@ -626,9 +711,11 @@ async def slow_streams(
         "streams": n,
         "complete": good,
         "errors": errors,
+        "warm_up_s": round(warm_s, 2),
+        "ramp_s": round(ramp_s, 2),
         "wall_s": round(time.perf_counter() - started, 2),
         "stream_s": round((events - 1) * delay_ms / 1000, 2),
-        "mid_flight": mid,
+        "most_at_once": most,
     }
 
 
@@ -640,9 +727,9 @@ def memory_phase(procs: Processes, bench: Bench, fake: str, work: Path) -> dict[
         entry: dict[str, Any] = {}
         # 1. many small calls
         server = start_kind(procs, kind, fake, work / f"mem-{kind}-small.db")
-        idle = proc_memory(server.pid)
+        idle = tree_memory(server.pid)
         session_run = bench.run(drive_fresh(server.url, small, 8, plan.mem_requests))
-        mem = proc_memory(server.pid)
+        mem = tree_memory(server.pid)
         entry["small_json"] = {
             "requests": plan.mem_requests,
             "ok": session_run.ok,
@@ -653,11 +740,12 @@ def memory_phase(procs: Processes, bench: Bench, fake: str, work: Path) -> dict[
         }
         if kind == "tapewire":
             assert server.db is not None
-            entry["small_json"]["recorded"] = verify_recorded(server.db, session_run.sent)
+            entry["small_json"]["recorded"] = procs.verify_recorded(server.db, session_run.sent)
+        entry["small_json"].update(children_peaks(server.pid))
         procs.stop(server)
         # 2. slow streams in flight at once
         server = start_kind(procs, kind, fake, work / f"mem-{kind}-slow.db")
-        idle = proc_memory(server.pid)
+        idle = tree_memory(server.pid)
         status_url = server.url + "/_tapewire/status" if kind == "tapewire" else None
         streams = bench.run(
             slow_streams(
@@ -669,15 +757,22 @@ def memory_phase(procs: Processes, bench: Bench, fake: str, work: Path) -> dict[
                 status_url,
             )
         )
-        mem = proc_memory(server.pid)
+        mem = tree_memory(server.pid)
         streams.update(idle_rss_kib=idle["VmRSS"], peak_rss_kib=mem["VmHWM"])
         if kind == "tapewire":
             assert server.db is not None
-            streams["recorded"] = verify_recorded(server.db, plan.slow_streams)
+            streams["recorded"] = procs.verify_recorded(server.db, 2 * plan.slow_streams)
+        streams.update(children_peaks(server.pid))
         procs.stop(server)
         entry["slow_streams"] = streams
         out[kind] = entry
     return out
+
+
+def children_peaks(pid: int) -> dict[str, int]:
+    """Peak RSS of the server's worker processes, read once they have done their work."""
+    mem = tree_memory(pid)
+    return {"worker_processes": mem["children"], "workers_peak_rss_kib": mem["children_VmHWM"]}
 
 
 def start_kind(procs: Processes, kind: str, fake: str, db: Path) -> Server:
@@ -725,9 +820,12 @@ def storage_phase(procs: Processes, bench: Bench, fake: str, work: Path) -> dict
         "shm": Path(str(db) + "-shm").stat().st_size if Path(str(db) + "-shm").exists() else 0,
     }
     sizes["journal"], journal_files = dir_bytes(journal)
+    checkpoint: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        checkpoint = json.loads((journal / "checkpoint").read_text())
     total = sum(sizes.values())
     store_only = sizes["db"] + sizes["wal"] + sizes["shm"]
-    doc = tapewire_status(db)  # after measuring: opening the store may create -wal/-shm again
+    doc = procs.tapewire_status(db)  # after measuring: opening the store may create -wal/-shm again
     store = doc.get("store", {})
     return {
         "turns_sent": len(calls),
@@ -738,6 +836,7 @@ def storage_phase(procs: Processes, bench: Bench, fake: str, work: Path) -> dict
         "wire_bytes_expected": WIRE_BYTES,
         "bytes": sizes,
         "journal_files": journal_files,
+        "journal_checkpoint": checkpoint,
         "total_bytes": total,
         "percent_of_wire": 100.0 * total / wire,
         "store_only_bytes": store_only,
@@ -819,26 +918,39 @@ def render_goals(cells: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, 
 
 
 def render_memory(mem: dict[str, Any]) -> str:
-    lines = ["Memory (peak RSS = VmHWM, fresh process per measurement):"]
+    lines = [
+        "Memory (peak RSS = VmHWM of the server process, a fresh one per measurement; worker"
+        " processes it started, if any, are reported apart):"
+    ]
     for kind, entry in mem.items():
         s = entry["small_json"]
         lines.append(
             f"  {kind:<9} {s['requests']} small JSON calls at c=8: peak {s['peak_rss_kib'] / 1024:.1f} MiB"
             f" (idle {s['idle_rss_kib'] / 1024:.1f} MiB, after {s['rss_after_kib'] / 1024:.1f} MiB;"
             f" {s['ok']} ok, {s['errors']} errors)"
+            + _workers(s)
             + (f"; recorded: {_rec(s['recorded'])}" if "recorded" in s else "")
         )
         t = entry["slow_streams"]
-        mid = t["mid_flight"]
-        in_flight = f", {mid['in_flight']} in flight" if "in_flight" in mid else ""
+        most = t["most_at_once"]
+        in_flight = f", tapewire in_flight {most['in_flight']}" if "in_flight" in most else ""
         lines.append(
             f"  {kind:<9} {t['streams']} slow streams at once: peak {t['peak_rss_kib'] / 1024:.1f} MiB"
-            f" (idle {t['idle_rss_kib'] / 1024:.1f} MiB; mid-flight RSS {mid['VmRSS'] / 1024:.1f} MiB,"
-            f" {mid['open_fds']} fds{in_flight}; {t['complete']}/{t['streams']} complete"
-            f" in {t['wall_s']} s, each stream {t['stream_s']} s)"
+            f" (idle {t['idle_rss_kib'] / 1024:.1f} MiB; at most {most['open_streams']} streams open"
+            f" at once{in_flight}, {most['open_fds']} fds; {t['complete']}/{t['streams']} complete"
+            f" in {t['wall_s']} s, started over {t['ramp_s']} s, each stream {t['stream_s']} s;"
+            f" after {t['streams']} short warm-up streams)"
+            + _workers(t)
             + (f"; recorded: {_rec(t['recorded'])}" if "recorded" in t else "")
         )
     return "\n".join(lines)
+
+
+def _workers(m: dict[str, Any]) -> str:
+    n = m.get("worker_processes", 0)
+    if not n:
+        return ""
+    return f"; + {n} worker process{'es' if n > 1 else ''}, peak {m['workers_peak_rss_kib'] / 1024:.1f} MiB"
 
 
 def _rec(r: dict[str, Any]) -> str:
@@ -860,7 +972,7 @@ def render_storage(st: dict[str, Any]) -> str:
             f" {st['store_only_percent_of_wire']:.2f}% of the wire bytes",
             f"  store: {st['stored_exchanges']} exchanges {st['outcomes']}; bodies"
             f" {st['body_bytes']:,} bytes kept in {st['body_bytes_stored']:,}",
-            f"  journal files left: {st['journal_files']}",
+            f"  journal files left: {st['journal_files']}; checkpoint {st['journal_checkpoint']}",
         ]
     )
 
@@ -875,20 +987,9 @@ def environment() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    git = ""
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=True, cwd=ROOT
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"], capture_output=True, check=True, cwd=ROOT
-        )
-        git = head.stdout.decode().strip() + ("+dirty src" if dirty.stdout.strip() else "")
     try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
+        loop = f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
         loop = "asyncio"
     return {
         "python": platform.python_version(),
@@ -898,22 +999,77 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
         "loadavg_at_start": os.getloadavg(),
-        "tapewire_commit": git,
         "note": CPU_NOTE,
     }
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, check=True, cwd=ROOT)
+    return out.stdout.decode().strip()
+
+
+def snapshot_tapewire(work: Path, rev: str | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """A private copy of the code under test, so that edits made to src/ while the benchmark
+    runs cannot change it half-way: src/tapewire as committed at rev, or (rev None) as the
+    working tree has it now. Returns the environment that makes tapewire processes import
+    it (PYTHONPATH comes before the editable install's path), and what was copied."""
+    dest = work / "tapewire-src"
+    dest.mkdir()
+    info: dict[str, Any] = {}
+    if rev is not None:
+        commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit, "src/tapewire"],
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(dest, filter="data")
+        info.update(source=f"git {rev}", commit=commit[:12], dirty=False)
+    else:
+        shutil.copytree(
+            ROOT / "src" / "tapewire",
+            dest / "src" / "tapewire",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        info.update(source="working tree")
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            info["commit"] = _git("rev-parse", "--short=12", "HEAD")
+            info["dirty"] = bool(_git("status", "--porcelain", "src"))
+    digest = hashlib.sha256()
+    for f in sorted((dest / "src").rglob("*.py")):
+        digest.update(str(f.relative_to(dest)).encode() + b"\0" + f.read_bytes())
+    info["files_sha256"] = digest.hexdigest()[:16]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(dest / "src"), os.environ.get("PYTHONPATH", "")) if p
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", "import tapewire; print(tapewire.__file__)"],
+        capture_output=True,
+        check=True,
+        cwd=work,
+        env=env,
+    )
+    if not found.stdout.decode().strip().startswith(str(dest)):
+        raise BenchError(f"tapewire is not imported from the snapshot: {found.stdout!r}")
+    return env, info
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     try:
         import uvloop
 
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
+        return uvloop.new_event_loop
     except ImportError:
         return asyncio.new_event_loop
 
 
 def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # so that the finally blocks stop the subprocesses
+    """SIGTERM as Ctrl-C: asyncio.Runner then cancels the load cleanly, and the finally
+    blocks stop the subprocesses."""
+    signal.raise_signal(signal.SIGINT)
 
 
 def progress(message: str) -> None:
@@ -924,11 +1080,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny phases: checks the script works")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--rev",
+        help="benchmark tapewire as committed at this git revision"
+        " (default: src/tapewire as the working tree has it when the benchmark starts)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="tapewire-bench-"))
-    procs = Processes(work)
+    try:
+        env, source = snapshot_tapewire(work, args.rev)
+    except (BenchError, subprocess.CalledProcessError) as e:
+        shutil.rmtree(work, ignore_errors=True)
+        detail = e.stderr.decode() if isinstance(e, subprocess.CalledProcessError) else ""
+        progress(f"cannot take the code under test: {e} {detail}")
+        return 2
+    progress(f"tapewire under test: {source}")
+    procs = Processes(work, env)
     started = time.time()
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -936,11 +1105,17 @@ def main() -> int:
         "mode": "quick" if args.quick else "full",
         "plan": plan.__dict__,
         "environment": environment(),
+        "tapewire_source": source,
     }
     failed = True
+    interrupted = False
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             failed = run_all(procs, runner, plan, work, results)
+    except KeyboardInterrupt:
+        interrupted = True
+        results["interrupted"] = True
+        progress("interrupted: stopping the servers")
     finally:
         procs.close()
         results["duration_s"] = round(time.time() - started, 1)
@@ -953,6 +1128,8 @@ def main() -> int:
             progress(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if interrupted:
+        return 130
     return 1 if failed else 0
 
 
@@ -995,7 +1172,7 @@ def run_all(
 
     progress("verifying that tapewire stored every exchange")
     assert tapewire.db is not None
-    results["recorded"] = verify_recorded(tapewire.db, bench.sent_via_tapewire)
+    results["recorded"] = procs.verify_recorded(tapewire.db, bench.sent_via_tapewire)
     code, took = procs.stop(tapewire)
     results["recorded"].update(exit_code=code, stop_s=round(took, 2))
     procs.stop(passthrough)
@@ -1008,14 +1185,21 @@ def run_all(
     rec = results["recorded"]
     print()
     print(f"tapewire proxy benchmark ({results['mode']}), {results['environment']['cpu']}")
+    src = results["tapewire_source"]
+    print(
+        f"tapewire under test: {src['source']}, commit {src.get('commit', '?')}"
+        f"{' + uncommitted changes in src/' if src.get('dirty') else ''}"
+        f" (files {src['files_sha256']})"
+    )
     print(CPU_NOTE)
     print(
         "Columns: req/s over all rounds (and the per-round range); latency = request sent to"
         " last byte read; ttfb50 = to first body byte; +p50 = p50 minus direct's; srv CPU/req ="
-        " CPU time of the answering process (direct: the fake) per request; loop CPU = the part"
-        " of it on the proxy's main thread (its event loop; the rest is other threads, in"
-        " tapewire the ingester and fsync); cli CPU/req = the"
-        " load generator's; cores = host cores busy during the rounds (of"
+        " CPU time of the answering process and its worker processes (direct: the fake) per"
+        " request; loop CPU = the part of it on the proxy's main thread, its event loop (in"
+        " tapewire the rest is the journal's fsync thread and the ingester, a thread or a"
+        " worker process); cli CPU/req = the load generator's; cores = host cores busy during"
+        " the rounds (of"
         f" {os.cpu_count()}); tw/pass = tapewire req/s / pass-through req/s."
     )
     print()

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-redact", action="store_true")
     p.add_argument("--redact-pattern", action="append", default=[])
     args = p.parse_args(argv)
+    # Under load the proxy comes first: the journal absorbs the backlog and this process
+    # drains it when traffic eases (DESIGN.md, Load).
+    with contextlib.suppress(OSError):
+        os.nice(10)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
