@@ -1,6 +1,6 @@
 """What recording costs: tapewire against a bare pass-through proxy and against no proxy at all.
 
-    python bench/proxy_bench.py [--quick] [--keep]
+    python bench/proxy_bench.py [--quick] [--keep] [--rev REV]
 
 Starts, as subprocesses on 127.0.0.1, the fake provider (bench/fake_server.py), the bare
 pass-through (bench/passthrough.py) and `tapewire serve` (fresh database, every upstream
@@ -561,6 +561,15 @@ class Bench:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
 
+    def check_alive(self) -> None:
+        """A server that died mid-run (or was killed from outside) makes every figure after
+        it meaningless: stop there, and say which and how."""
+        for server in self.servers.values():
+            code = server.proc.poll()
+            if code is not None:
+                how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+                raise BenchError(f"{server.name} (pid {server.pid}) {how}\n{tail(server.log)}")
+
     def measured(self, target: str, tally: Tally, calls: list[Call], concurrency: int) -> Run:
         pid = self.servers[target].pid
         cpu0, loop0 = cpu_seconds(pid)
@@ -598,6 +607,7 @@ class Bench:
         for _ in range(self.plan.rounds):
             for target in TARGETS:
                 self.measured(target, tallies[target], workload.calls, concurrency)
+            self.check_alive()
         result = {t: tallies[t].summary() for t in TARGETS}
         direct = result["direct"]["p50_ms"]
         for t in TARGETS:
@@ -898,7 +908,7 @@ def render_goals(cells: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, 
         twp = cell["tapewire_over_pass"]
         ratio_ok = twp["rps_ratio"] >= GOAL_RATIO
         added_ok = twp["added_p50_ms"] <= GOAL_ADDED_MS
-        rr = twp["round_ratios"]
+        rr = twp["round_ratios"] or [math.nan]
         lines.append(
             f"  {name:<13} c={conc:<3} req/s {twp['rps_ratio']:.3f}x "
             f"(rounds {min(rr):.3f}-{max(rr):.3f}) {'met' if ratio_ok else 'MISSED'};"
