@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 Headers = list[tuple[str, str]]
+_random = random.Random()  # seeded from os.urandom at import
 
 
 class Outcome(StrEnum):
@@ -28,7 +29,7 @@ def new_id() -> str:
     The stdlib only grows uuid.uuid7 in Python 3.14.
     """
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random.getrandbits(80)  # ids need uniqueness, not secrecy: no syscall per id
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= (rand >> 68) << 64  # 12 bits rand_a

@@ -73,7 +73,8 @@ class ProxyServer:
             shutdown_timeout=0.1,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        # A burst of agents (or subagents) connecting at once must not overflow the accept queue.
+        self._site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
         await self._site.start()
         server = self._site._server
         sockets = getattr(server, "sockets", None) or []

@@ -79,4 +79,6 @@ def decode_at(buf: bytes, offset: int) -> tuple[Record, int]:
 def resync(buf: bytes, offset: int) -> int:
     """The next offset after a bad one where a record could start, or len(buf)."""
     found = buf.find(MAGIC, offset + 1)
-    return len(buf) if found < 0 else found
+    if found < 0:  # keep a tail that may be the start of a magic cut by the read's end
+        return max(offset + 1, len(buf) - len(MAGIC) + 1)
+    return found

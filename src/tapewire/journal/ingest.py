@@ -58,6 +58,8 @@ class Ingester:
         self.reader = JournalReader(directory, live_segment)
         self._store: Store | None = None
         self._stale_checked = False
+        self._published = 0.0
+        self.more = False  # the last step stopped at the batch limit, not at the journal's end
         self.ingested = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -67,7 +69,7 @@ class Ingester:
         self,
         stopping: Callable[[], bool],
         abandon: Callable[[], bool] = lambda: False,
-        poll: float = 0.02,
+        poll: float = 0.1,
     ) -> None:
         """Ingest until stopping() turns true, then drain what is left and return; return at
         once when abandon() does. Store errors are retried with backoff while running."""
@@ -85,12 +87,13 @@ class Ingester:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if moved:
-                self.publish_status()
-            elif stop:
+            if self.more:
+                continue  # a backlog: keep going
+            if stop and not moved:
                 break
-            else:
-                time.sleep(poll)
+            self.publish_status(every=0.5)
+            if not stop:
+                time.sleep(poll)  # let a batch gather: one transaction for many exchanges
         self.publish_status()
         if self._store is not None:
             with contextlib.suppress(Exception):
@@ -115,6 +118,7 @@ class Ingester:
         store = self._store
         start = read_checkpoint(self.directory)
         batch, end, n, size = Batch(), start, 0, 0
+        self.more = False
         for record, pos in self.reader.read(start):
             end = pos
             if record is SEGMENT_END:
@@ -141,6 +145,7 @@ class Ingester:
                     batch.drops[reason] = batch.drops.get(reason, 0) + int(count)
             size += sum(len(s) for s in record.sections)
             if n >= BATCH_RECORDS or size >= BATCH_BYTES:
+                self.more = True
                 break
         if end == start:
             if not self._stale_checked:
@@ -214,8 +219,12 @@ class Ingester:
             "corrupt_skips": self.reader.corrupt_skips,
         }
 
-    def publish_status(self) -> None:
+    def publish_status(self, every: float = 0.0) -> None:
         """For the proxy process (and `tapewire status`), which cannot ask this one."""
+        now = time.monotonic()
+        if now - self._published < every:
+            return
+        self._published = now
         path = self.directory / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
