@@ -103,3 +103,28 @@ async def test_custom_pattern_and_credential_header(fake: FakeProvider, tmp_path
     assert ("x-api-key", "") in row.request_headers
     assert row.request_body is not None and b"48213" not in row.request_body
     assert b"internal-id-[REDACTED:custom-1]" in row.request_body
+
+
+async def test_a_conversation_is_redacted_turn_after_turn(
+    fake: FakeProvider, recorder: Service
+) -> None:
+    """Bodies grow turn by turn and are scanned only past what an earlier clean turn held:
+    a secret arriving late, then resent in the old part, is caught each time."""
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hello " * 5000}]
+
+    def body() -> bytes:
+        return json.dumps({"model": "m", "messages": messages}).encode()
+
+    headers = {"x-tapewire-session": "conv-1"}
+    await _post(recorder.url, body(), headers)  # clean
+    messages.append({"role": "user", "content": "no secret here " * 100})
+    await _post(recorder.url, body(), headers)  # clean, grows
+    messages.append({"role": "user", "content": f"key: {ANTHROPIC_KEY}"})
+    await _post(recorder.url, body(), headers)  # the secret in the new part
+    messages.append({"role": "assistant", "content": "ok"})
+    await _post(recorder.url, body(), headers)  # resent in the old part
+    rows = sorted(stored(recorder).exchanges(with_bodies=True), key=lambda r: r.started_at)
+    assert [r.redactions for r in rows] == [0, 0, 1, 1]
+    for row in rows:
+        assert row.request_body is not None and ANTHROPIC_KEY.encode() not in row.request_body
+    assert [r.session for r in rows] == ["conv-1"] * 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -94,6 +95,14 @@ class Exchange:
     error: str | None = None
     request_sha256: str | None = None  # of the body as it crossed the wire (set at ingest)
     redactions: int = 0
+
+    def conversation_key(self) -> str:
+        """Which conversation the request body belongs to: the session where the wire named
+        one, else the opening kilobyte, which agents resend unchanged every turn."""
+        session = self.evidence.session_key()
+        if session:
+            return "s:" + session
+        return "p:" + hashlib.sha256(self.request_body[:1024]).hexdigest()
 
 
 def header_value(headers: Headers, name: str) -> str | None:

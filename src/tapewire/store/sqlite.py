@@ -21,15 +21,6 @@ _CHAINS_KEPT = 32
 _READ_CACHE = 64
 
 
-def _chain_key(ex: Exchange) -> str:
-    """The conversation a request body belongs to: the session where the wire named one,
-    else the opening kilobyte, which agents resend unchanged every turn."""
-    session = ex.evidence.session_key()
-    if session:
-        return "s:" + session
-    return "p:" + hashlib.sha256(ex.request_body[:1024]).hexdigest()
-
-
 def _headers_json(headers: Headers) -> str:
     return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
 
@@ -121,7 +112,8 @@ class SQLiteStore:
         )
 
     def _end(self, end: ExchangeEnd) -> None:
-        blob = self._put_blob(end.response_body, None) if end.response_body else None
+        known = end.response_sha256 if not end.redactions else None
+        blob = self._put_blob(end.response_body, None, None, known) if end.response_body else None
         encoding = end.response_encoding or _encoding(end.response_headers)
         args = (
             end.status,
@@ -161,13 +153,15 @@ class SQLiteStore:
             )
 
     def _put_request_body(self, ex: Exchange) -> str:
-        chain = _chain_key(ex)
+        chain = ex.conversation_key()
         recent = self._recent_bodies(chain)
         body = ex.request_body
         best = max(recent, key=lambda r: shared_prefix(r[1], body), default=None)
         if best is not None and best[2] >= MAX_DEPTH:
             best = None
-        blob_id = self._put_blob(body, best, chain)
+        # Unredacted, the body's hash as sent is its blob id: no second pass over it.
+        known = ex.request_sha256 if not ex.redactions else None
+        blob_id = self._put_blob(body, best, chain, known)
         depth = best[2] + 1 if best else 0
         recent.append((blob_id, body, depth))
         del recent[:-_RECENT_PER_CHAIN]
@@ -188,9 +182,13 @@ class SQLiteStore:
         return recent
 
     def _put_blob(
-        self, data: bytes, dictionary: tuple[str, bytes, int] | None, chain: str | None = None
+        self,
+        data: bytes,
+        dictionary: tuple[str, bytes, int] | None,
+        chain: str | None = None,
+        sha256: str | None = None,
     ) -> str:
-        blob_id = hashlib.sha256(data).hexdigest()
+        blob_id = sha256 or hashlib.sha256(data).hexdigest()
         if self.conn.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
             return blob_id  # content-addressed: a resent body is stored once
         codec, payload = compress(data, dictionary[1] if dictionary else None)
