@@ -53,8 +53,9 @@ def wait_ingested(service: Service, timeout: float = 10.0) -> None:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = service.ingester.status()
-        if status["backlog_bytes"] == 0 and not service.recorder.open:
-            return
+        if not service.recorder.open:
+            service.recorder.flush()  # ended exchanges are written by the journal thread
+            if service.ingester.status()["backlog_bytes"] == 0:
+                return
         time.sleep(0.02)
     raise AssertionError(f"ingest did not catch up: {service.ingester.status()}")

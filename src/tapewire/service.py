@@ -138,6 +138,7 @@ class Service:
             await asyncio.sleep(0.05)
         self.recorder.interrupt_open("tapewire stopped before the exchange ended")
         await self.server.close()
+        await asyncio.to_thread(self.recorder.close)
         self.journal.close()
         await asyncio.to_thread(self.ingester.stop)
         with contextlib.suppress(FileNotFoundError):
@@ -145,10 +146,7 @@ class Service:
         self.lock.release()
 
     def record_context(self, session: str, context: dict[str, Any]) -> None:
-        try:
-            self.journal.append(*context_record(RunContext(session, time.time(), context)))
-        except OSError as e:
-            self.recorder.drop("journal_write_failed", f"run context: {e}")
+        self.recorder.write(*context_record(RunContext(session, time.time(), context)))
 
     def _write_state(self) -> None:
         state = {

@@ -5,6 +5,7 @@ I/O besides the two sockets is the journal append when an exchange begins and en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -182,15 +183,15 @@ class Proxy:
                 if length is not None and body.size >= length:
                     # The agent's last byte: journal the exchange before it is sent.
                     ex.last_byte_at = time.time()
-                    state.finish(Outcome.COMPLETE)
+                    await state.finished(Outcome.COMPLETE)
                 await out.write(chunk)
         except aiohttp.ClientPayloadError as e:
-            state.finish(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
+            await state.finished(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
             upstream.close()
             _abort(request)  # the agent's stream ends the way the upstream's did
             return out
         except TimeoutError:
-            state.finish(Outcome.TIMEOUT, "upstream stopped sending mid-response")
+            await state.finished(Outcome.TIMEOUT, "upstream stopped sending mid-response")
             upstream.close()
             _abort(request)
             return out
@@ -199,13 +200,26 @@ class Proxy:
             upstream.close()
             return out
         except asyncio.CancelledError:
+            # An SSE client may hang up on its final event, as the upstream's end of body
+            # arrives: when that end is already here, the exchange was complete.
+            try:
+                tail = upstream.content.read_nowait()
+            except Exception:  # the upstream failed too: the disconnect stands
+                tail = b""
+            if upstream.content.at_eof() and not state.done:
+                body.add(tail)
+                ex.last_byte_at = time.time()
+                state.finish(Outcome.COMPLETE)
             upstream.close()
             raise
         if not state.done:
             ex.last_byte_at = time.time()
-            state.finish(Outcome.COMPLETE)
+            await state.finished(Outcome.COMPLETE)
         upstream.release()
-        await out.write_eof()
+        # An SSE client may hang up once it has the final event, before the chunked
+        # terminator: the exchange is complete all the same.
+        with contextlib.suppress(ConnectionError):
+            await out.write_eof()
         return out
 
     async def _stream_request(self, request: web.Request, state: Flight) -> AsyncIterator[bytes]:
@@ -223,7 +237,7 @@ class Proxy:
         ex.upstream_headers_at = ex.first_byte_at = ex.last_byte_at = time.time()
         ex.response_headers = [("Content-Type", "application/json"), ("X-Tapewire-Error", "1")]
         state.response.add(body)
-        state.finish(outcome, message)
+        await state.finished(outcome, message)
         resp = web.Response(status=status, body=body, content_type="application/json")
         resp.headers["X-Tapewire-Error"] = "1"
         return resp
@@ -250,7 +264,7 @@ class Proxy:
         body = error_body(None, 502, message)
         ex.response_headers = [("Content-Type", "application/json")]
         state.response.add(body)
-        state.finish(Outcome.UPSTREAM_ERROR, message)
+        await state.finished(Outcome.UPSTREAM_ERROR, message)
         return web.Response(status=502, body=body, content_type="application/json")
 
 
