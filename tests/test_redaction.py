@@ -111,9 +111,10 @@ async def test_a_conversation_is_redacted_turn_after_turn(
     """Bodies grow turn by turn and are scanned only past what an earlier clean turn held:
     a secret arriving late, then resent in the old part, is caught each time."""
     messages: list[dict[str, str]] = [{"role": "user", "content": "hello " * 5000}]
+    tools = [{"name": f"tool{i}", "description": "does things " * 300} for i in range(10)]
 
-    def body() -> bytes:
-        return json.dumps({"model": "m", "messages": messages}).encode()
+    def body() -> bytes:  # Claude Code's shape: messages first, then what never changes
+        return json.dumps({"model": "m", "messages": messages, "tools": tools}).encode()
 
     headers = {"x-tapewire-session": "conv-1"}
     await _post(recorder.url, body(), headers)  # clean

@@ -127,3 +127,18 @@ def test_shared_prefix_agrees_with_the_obvious_definition() -> None:
         a = rng.randbytes(rng.randint(0, 12000))
         b = a[: rng.randint(0, len(a))] + rng.randbytes(rng.randint(0, 50))
         assert shared_prefix(a, b) == len(os.path.commonprefix([a, b]))  # noqa: RUF071
+
+
+def test_shared_suffix_agrees_with_the_obvious_definition() -> None:
+    import random
+
+    from tapewire.store.blobs import shared_suffix
+
+    rng = random.Random(11)
+    for _ in range(500):
+        a = rng.randbytes(rng.randint(0, 12000))
+        b = rng.randbytes(rng.randint(0, 50)) + a[rng.randint(0, len(a)) :]
+        n = 0
+        while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+            n += 1
+        assert shared_suffix(a, b) == n

@@ -32,12 +32,13 @@ from tapewire.journal.segments import (
 from tapewire.model import Exchange, ExchangeEnd, header_value
 from tapewire.redact import Redactor
 from tapewire.store import Batch, Store
-from tapewire.store.blobs import shared_prefix
+from tapewire.store.blobs import shared_prefix, shared_suffix
 
 log = logging.getLogger("tapewire.ingest")
 
-_RESCAN_MARGIN = 16 * 1024  # longer than any secret the rules match (a PEM key is ~3 KB)
+_RESCAN_MARGIN = 8 * 1024  # longer than any secret the rules match (a 4096-bit PEM key: ~3.4 KB)
 _CLEAN_CHAINS = 64
+_CLEAN_PER_CHAIN = 4
 BATCH_RECORDS = 256
 STATUS_FILE = "ingest.json"
 BATCH_BYTES = 32 * 1024 * 1024
@@ -63,7 +64,8 @@ class Ingester:
         self._store: Store | None = None
         self._stale_checked = False
         self._published = 0.0
-        self._clean: OrderedDict[str, bytes] = OrderedDict()  # conversation -> last clean body
+        # conversation -> its recent bodies that held no secret (main thread, subagents, side calls)
+        self._clean: OrderedDict[str, list[bytes]] = OrderedDict()
         self.more = False  # the last step stopped at the batch limit, not at the journal's end
         self.ingested = 0
         self.last_error: str | None = None
@@ -190,23 +192,29 @@ class Ingester:
                 ]
 
     def _clean_beyond_previous(self, ex: Exchange) -> bool:
-        """Agents resend the conversation every turn: when this conversation's previous body
-        held no secret, only what changed since (and a margin before it, for a secret cut in
-        two) needs scanning. A 150 KB body then costs its new kilobytes, not 0.8 ms."""
+        """Agents resend the conversation every turn: when a recent body of this conversation
+        held no secret, only what changed since (with a margin either side, for a secret cut
+        in two) needs scanning. A 150 KB body then costs its new kilobytes, not 0.8 ms."""
         assert self.redactor is not None
         key, body = ex.conversation_key(), ex.request_body
-        previous = self._clean.get(key)
-        start = 0
-        if previous is not None:
-            start = max(0, shared_prefix(previous, body) - _RESCAN_MARGIN)
-        _, count = self.redactor.redact(body[start:] if start else body)
-        if count:
-            self._clean.pop(key, None)
-            return False
-        self._clean[key] = body
+        recent = self._clean.setdefault(key, [])
         self._clean.move_to_end(key)
         while len(self._clean) > _CLEAN_CHAINS:
             self._clean.popitem(last=False)
+        # Claude Code sends its messages before the (unchanging) system prompt and tools:
+        # what is new sits between a shared prefix and a shared suffix.
+        start, end = 0, len(body)
+        for clean in recent:
+            prefix = shared_prefix(clean, body)
+            suffix = min(shared_suffix(clean, body), len(body) - prefix)
+            if prefix + suffix > start + len(body) - end:
+                start, end = prefix, len(body) - suffix
+        start, end = max(0, start - _RESCAN_MARGIN), min(len(body), end + _RESCAN_MARGIN)
+        _, count = self.redactor.redact(body[start:end] if (start, end) != (0, len(body)) else body)
+        if count:
+            return False
+        recent.append(body)
+        del recent[:-_CLEAN_PER_CHAIN]
         return True
 
     def _redact_response(self, end: ExchangeEnd) -> None:

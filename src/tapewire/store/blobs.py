@@ -59,3 +59,20 @@ def shared_prefix(a: bytes, b: bytes, block: int = 4096) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def shared_suffix(a: bytes, b: bytes, block: int = 4096) -> int:
+    """Length of the common suffix, the same way as shared_prefix from the other end."""
+    n = min(len(a), len(b))
+    la, lb = len(a), len(b)
+    i = 0
+    while i < n and a[la - min(i + block, n) : la - i] == b[lb - min(i + block, n) : lb - i]:
+        i = min(i + block, n)
+    lo, hi = i, min(i + block, n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid : la - i] == b[lb - mid : lb - i]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
