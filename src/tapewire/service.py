@@ -138,7 +138,6 @@ class Service:
             await asyncio.sleep(0.05)
         self.recorder.interrupt_open("tapewire stopped before the exchange ended")
         await self.server.close()
-        await asyncio.to_thread(self.recorder.close)
         self.journal.close()
         await asyncio.to_thread(self.ingester.stop)
         with contextlib.suppress(FileNotFoundError):

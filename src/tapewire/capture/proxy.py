@@ -183,15 +183,15 @@ class Proxy:
                 if length is not None and body.size >= length:
                     # The agent's last byte: journal the exchange before it is sent.
                     ex.last_byte_at = time.time()
-                    await state.finished(Outcome.COMPLETE)
+                    state.finish(Outcome.COMPLETE)
                 await out.write(chunk)
         except aiohttp.ClientPayloadError as e:
-            await state.finished(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
+            state.finish(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
             upstream.close()
             _abort(request)  # the agent's stream ends the way the upstream's did
             return out
         except TimeoutError:
-            await state.finished(Outcome.TIMEOUT, "upstream stopped sending mid-response")
+            state.finish(Outcome.TIMEOUT, "upstream stopped sending mid-response")
             upstream.close()
             _abort(request)
             return out
@@ -214,7 +214,7 @@ class Proxy:
             raise
         if not state.done:
             ex.last_byte_at = time.time()
-            await state.finished(Outcome.COMPLETE)
+            state.finish(Outcome.COMPLETE)
         upstream.release()
         # An SSE client may hang up once it has the final event, before the chunked
         # terminator: the exchange is complete all the same.
@@ -237,7 +237,7 @@ class Proxy:
         ex.upstream_headers_at = ex.first_byte_at = ex.last_byte_at = time.time()
         ex.response_headers = [("Content-Type", "application/json"), ("X-Tapewire-Error", "1")]
         state.response.add(body)
-        await state.finished(outcome, message)
+        state.finish(outcome, message)
         resp = web.Response(status=status, body=body, content_type="application/json")
         resp.headers["X-Tapewire-Error"] = "1"
         return resp
@@ -264,7 +264,7 @@ class Proxy:
         body = error_body(None, 502, message)
         ex.response_headers = [("Content-Type", "application/json")]
         state.response.add(body)
-        await state.finished(Outcome.UPSTREAM_ERROR, message)
+        state.finish(Outcome.UPSTREAM_ERROR, message)
         return web.Response(status=502, body=body, content_type="application/json")
 
 

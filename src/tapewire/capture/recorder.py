@@ -3,12 +3,9 @@ lets a recording problem reach the agent's traffic."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from tapewire.journal.records import begin_record, drops_record, end_record
@@ -70,12 +67,7 @@ class Recorder:
         self.exchanges = 0
         self.drops: Counter[str] = Counter()
         self._unjournaled: Counter[str] = Counter()
-        self._drops_lock = threading.Lock()  # counted on the loop and on the journal thread
         self.last_drop: dict[str, Any] | None = None
-        # One thread does every journal append, in order: the loop hands it a record and goes
-        # on serving (a 150 KB body costs the copy into the page cache and its checksum, both
-        # done without the GIL), and awaits it only before an exchange's last byte.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapewire-journal")
 
     def flight(self, ex: Exchange) -> Flight:
         flight = Flight(self, ex)
@@ -83,40 +75,24 @@ class Recorder:
         return flight
 
     def drop(self, reason: str, detail: str) -> None:
-        with self._drops_lock:
-            self.drops[reason] += 1
-            self._unjournaled[reason] += 1
-            self.last_drop = {"reason": reason, "detail": detail, "at": time.time()}
+        self.drops[reason] += 1
+        self._unjournaled[reason] += 1
+        self.last_drop = {"reason": reason, "detail": detail, "at": time.time()}
+
+    def write(self, meta: dict[str, Any], sections: list[bytes]) -> bool:
+        """Any other record (a run's context), in order with the exchanges."""
+        return self._append(meta, sections)
 
     def _begin(self, ex: Exchange) -> None:
-        self._thread.submit(self._append, *begin_record(ex))
+        self._append(*begin_record(ex))
 
-    def _end(self, ex: Exchange) -> Future[None]:
+    def _end(self, ex: Exchange) -> None:
         self.open.pop(ex.id, None)
         self.exchanges += 1
-        return self._thread.submit(self._write_end, *end_record(ex))
-
-    def write(self, meta: dict[str, Any], sections: list[bytes]) -> Future[bool]:
-        """Any other record (a run's context), in order with the exchanges."""
-        return self._thread.submit(self._append, meta, sections)
-
-    def flush(self) -> None:
-        """Wait (from another thread) until every record handed over so far is written."""
-        self._thread.submit(lambda: None).result()
-
-    def close(self) -> None:
-        """Wait for every record handed over to be written."""
-        self._thread.shutdown(wait=True)
-
-    # ---- on the journal thread -------------------------------------------------------------
-
-    def _write_end(self, meta: dict[str, Any], sections: list[bytes]) -> None:
-        if self._append(meta, sections) and self._unjournaled:
-            with self._drops_lock:
-                pending, self._unjournaled = dict(self._unjournaled), Counter()
+        if self._append(*end_record(ex)) and self._unjournaled:
+            pending, self._unjournaled = dict(self._unjournaled), Counter()
             if not self._append(*drops_record(pending)):
-                with self._drops_lock:
-                    self._unjournaled.update(pending)
+                self._unjournaled.update(pending)
 
     def interrupt_open(self, reason: str) -> int:
         """At stop: every exchange still open is ended as interrupted, with what it has."""
@@ -136,14 +112,12 @@ class Recorder:
         return True
 
     def status(self) -> dict[str, Any]:
-        with self._drops_lock:
-            drops, last_drop = dict(self.drops), self.last_drop
         return {
             "exchanges": self.exchanges,
             "in_flight": len(self.open),
             "in_flight_bytes": self.inflight_bytes,
-            "drops": drops,
-            "last_drop": last_drop,
+            "drops": dict(self.drops),
+            "last_drop": self.last_drop,
         }
 
 
@@ -173,11 +147,10 @@ class Flight:
         self.recorder._begin(ex)
         ex.request_body = b""  # journaled; the end record does not carry it again
 
-    def finish(self, outcome: Outcome, error: str | None = None) -> Future[None] | None:
-        """The exchange is over: journal its response half, with what arrived. The future is
-        done once the record is in the journal (None: finished before)."""
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        """The exchange is over: journal its response half, with what arrived."""
         if self.done:
-            return None
+            return
         self.begin()
         self.done = True
         ex = self.ex
@@ -186,11 +159,4 @@ class Flight:
         ex.response_size = self.response.size
         ex.response_truncated = self.response.truncated
         ex.response_body = self.response.take()
-        return self.recorder._end(ex)
-
-    async def finished(self, outcome: Outcome, error: str | None = None) -> None:
-        """finish, and wait until the record is in the journal."""
-        future = self.finish(outcome, error)
-        if future is not None:
-            # shield: an agent that hangs up cancels this await, never the write itself.
-            await asyncio.shield(asyncio.wrap_future(future))
+        self.recorder._end(ex)
