@@ -168,9 +168,10 @@ class Proxy:
         state.begin()  # a body that streamed is complete once the upstream answers
         ex.upstream_headers_at = time.time()
         ex.status = upstream.status
-        ex.response_headers = storable(_decode(upstream.raw_headers), self.credentials)
+        response_headers = _decode(upstream.raw_headers)
+        ex.response_headers = storable(response_headers, self.credentials)
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for k, v in forwardable(_decode(upstream.raw_headers)):
+        for k, v in forwardable(response_headers):
             out.headers.add(k, v)
         length = upstream.content_length
         body = state.response
@@ -179,12 +180,17 @@ class Proxy:
             async for chunk in upstream.content.iter_any():
                 if ex.first_byte_at is None:
                     ex.first_byte_at = time.time()
-                body.add(chunk)
-                if length is not None and body.size >= length:
+                if length is not None and body.size + len(chunk) >= length:
                     # The agent's last byte: journal the exchange before it is sent.
+                    body.add(chunk)
                     ex.last_byte_at = time.time()
                     state.finish(Outcome.COMPLETE)
-                await out.write(chunk)
+                    await out.write(chunk)
+                else:  # forwarded first, recorded after (also when the agent has gone)
+                    try:
+                        await out.write(chunk)
+                    finally:
+                        body.add(chunk)
         except aiohttp.ClientPayloadError as e:
             state.finish(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
             upstream.close()
