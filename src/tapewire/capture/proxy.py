@@ -91,19 +91,10 @@ class Proxy:
         try:
             r = route(request.raw_path, self.upstreams, self.default_upstream)
         except RouteError as e:
-            return await self._unroutable(request, headers, started, str(e))
-        ex = Exchange(
-            id=new_id(),
-            run_id=self.run_id,
-            started_at=started,
-            method=request.method,
-            path=request.raw_path,
-            upstream=r.upstream.name,
-            upstream_url=r.upstream.origin + r.target,
-            provider=r.provider,
-            request_headers=storable(headers, self.credentials),
-            evidence=evidence(headers, r.session),
-        )
+            state = self.recorder.flight(self._exchange(request, headers, started, None))
+            await _read_body(request, state)
+            return self._fail(state, 502, Outcome.UPSTREAM_ERROR, str(e))
+        ex = self._exchange(request, headers, started, r)
         state = self.recorder.flight(ex)
         try:
             return await self._forward(request, headers, r, state)
@@ -149,16 +140,14 @@ class Proxy:
                 timeout=self.timeout,
             )
         except TimeoutError:
-            return await self._fail(
-                request,
+            return self._fail(
                 state,
                 504,
                 Outcome.TIMEOUT,
                 f"upstream {ex.upstream} ({ex.upstream_url}) did not answer in time",
             )
         except (aiohttp.ClientError, OSError) as e:
-            return await self._fail(
-                request,
+            return self._fail(
                 state,
                 502,
                 Outcome.UPSTREAM_ERROR,
@@ -234,8 +223,8 @@ class Proxy:
             yield chunk
         state.begin()
 
-    async def _fail(
-        self, request: web.Request, state: Flight, status: int, outcome: Outcome, message: str
+    def _fail(
+        self, state: Flight, status: int, outcome: Outcome, message: str
     ) -> web.StreamResponse:
         ex = state.ex
         body = error_body(ex.provider, status, message)
@@ -248,30 +237,21 @@ class Proxy:
         resp.headers["X-Tapewire-Error"] = "1"
         return resp
 
-    async def _unroutable(
-        self, request: web.Request, headers: Headers, started: float, message: str
-    ) -> web.StreamResponse:
-        ex = Exchange(
+    def _exchange(
+        self, request: web.Request, headers: Headers, started: float, r: Route | None
+    ) -> Exchange:
+        return Exchange(
             id=new_id(),
             run_id=self.run_id,
             started_at=started,
             method=request.method,
             path=request.raw_path,
-            upstream="",
-            upstream_url="",
-            provider=None,
+            upstream=r.upstream.name if r else "",
+            upstream_url=r.upstream.origin + r.target if r else "",
+            provider=r.provider if r else None,
             request_headers=storable(headers, self.credentials),
-            evidence=evidence(headers, None),
+            evidence=evidence(headers, r.session if r else None),
         )
-        state = self.recorder.flight(ex)
-        await _read_body(request, state)
-        state.begin()
-        ex.status = 502
-        body = error_body(None, 502, message)
-        ex.response_headers = [("Content-Type", "application/json")]
-        state.response.add(body)
-        state.finish(Outcome.UPSTREAM_ERROR, message)
-        return web.Response(status=502, body=body, content_type="application/json")
 
 
 async def _read_body(request: web.Request, state: Flight) -> bytes:
