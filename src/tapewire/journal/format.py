@@ -7,12 +7,13 @@ Bodies travel as raw sections, never inside JSON.
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 MAGIC = b"TWJ1"
 _HEAD = struct.Struct("<4sII")
@@ -34,7 +35,7 @@ class Record:
 def encode(meta: dict[str, Any], sections: Sequence[bytes] = ()) -> list[bytes]:
     """The record as buffers for one os.writev call (no copy of the bodies)."""
     meta = {**meta, "v": FORMAT_VERSION, "sections": [len(s) for s in sections]}
-    meta_bytes = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+    meta_bytes = orjson.dumps(meta)
     meta_head = _META_LEN.pack(len(meta_bytes))
     length = len(meta_head) + len(meta_bytes) + sum(len(s) for s in sections)
     crc = zlib.crc32(meta_head)
@@ -68,7 +69,7 @@ def decode_at(buf: bytes, offset: int) -> tuple[Record, int]:
         raise Corrupt(f"checksum mismatch at {offset}")
     (meta_len,) = _META_LEN.unpack_from(payload, 0)
     pos = _META_LEN.size + meta_len
-    meta: dict[str, Any] = json.loads(bytes(payload[_META_LEN.size : pos]))
+    meta: dict[str, Any] = orjson.loads(payload[_META_LEN.size : pos])
     sections = []
     for n in meta.get("sections", []):
         sections.append(bytes(payload[pos : pos + n]))
