@@ -118,7 +118,14 @@ class Service:
     async def start(self) -> None:
         self.journal.open()
         self.ingester.start()
-        self.port = await self.server.start(self.settings.host, self.settings.port)
+        try:
+            self.port = await self.server.start(self.settings.host, self.settings.port)
+        except OSError:  # the address is taken: undo what started, leave the journal as it was
+            await self.server.close()
+            self.journal.close()
+            await asyncio.to_thread(self.ingester.stop)
+            self.lock.release()
+            raise
         self._write_state()
         self._watchdog = asyncio.create_task(self._watch_worker())
 
