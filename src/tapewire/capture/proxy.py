@@ -265,7 +265,8 @@ async def _read_body(request: web.Request, state: Flight) -> bytes:
     except ConnectionError:
         state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection mid-request")
         raise web.HTTPBadRequest(text="tapewire: request body ended early") from None
-    return b"".join(chunks)
+    # One copy serves both the upstream and the record, unless the record was cut at its cap.
+    return b"".join(chunks) if state.request.truncated else state.request.joined()
 
 
 def _abort(request: web.Request) -> None:

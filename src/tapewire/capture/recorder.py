@@ -44,6 +44,12 @@ class Tee:
         self.kept += n
         rec.inflight_bytes += n
 
+    def joined(self) -> bytes:
+        """The chunks held so far as one bytes object, kept as the single chunk."""
+        if len(self.chunks) > 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0] if self.chunks else b""
+
     def take(self) -> bytes:
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self._recorder.inflight_bytes -= self.kept
