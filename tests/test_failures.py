@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -960,6 +961,15 @@ async def test_store_read_only_keeps_traffic_and_backlog(
             assert live["ingest"]["last_error"]
             assert live["ingest"]["backlog_bytes"] > 0
             assert live["capture"]["exchanges"] == 3
+            human = (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [TAPEWIRE, "status", "--db", str(db), "--journal", str(journal)],
+                    capture_output=True, text=True, timeout=30, check=True,
+                )
+            ).stdout  # fmt: skip
+            assert "ingest failing" in human  # with the store's own error after it
+            assert "exchanges  0" in human  # the read-only store is still read
 
             readonly.release()  # writable again: the ingester drains
             with store_of(service, timeout=15) as store:

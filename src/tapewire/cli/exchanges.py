@@ -19,7 +19,7 @@ def exchanges(limit: int, as_json: bool, db: Path, journal: Path | None) -> None
     """List recorded exchanges, newest first."""
     if not db.exists():
         raise click.ClickException(f"no database at {db}: nothing recorded yet")
-    store = open_store(db)
+    store = open_store(db, readonly=True)
     try:
         rows = store.exchanges(limit=limit)
     finally:

@@ -11,6 +11,7 @@ import click
 
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, size, when
+from tapewire.journal.ingest import read_status
 from tapewire.service import offline_backlog, running_state
 from tapewire.store import open_store
 
@@ -31,7 +32,7 @@ def gather(db: Path, journal_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"db": str(db), "journal": str(journal_dir)}
     if db.exists():
         try:
-            store = open_store(db)
+            store = open_store(db, readonly=True)
             try:
                 report["store"] = store.counts()
                 report["store"]["size_bytes"] = store.size_bytes()
@@ -41,6 +42,8 @@ def gather(db: Path, journal_dir: Path) -> dict[str, Any]:
             report["store_error"] = f"{type(e).__name__}: {e}"
     report["journal_backlog_bytes"] = offline_backlog(journal_dir)
     report["serving"] = live_status(journal_dir)
+    if journal_dir.exists():
+        report["ingest"] = read_status(journal_dir)  # the worker's last word, live or not
     drops: dict[str, int] = {
         reason: d["count"] for reason, d in report.get("store", {}).get("drops", {}).items()
     }
@@ -78,6 +81,13 @@ def status(as_json: bool, db: Path, journal: Path | None) -> None:
         )
     out.print(f"[bold]journal[/] {journal_dir}")
     out.print(f"  backlog    {size(report['journal_backlog_bytes'])} not yet in the store")
+    ingest = report.get("ingest") or {}
+    if ingest.get("last_error") and (ingest.get("last_error_at") or 0) > (
+        ingest.get("last_ingest_at") or 0
+    ):
+        out.print(
+            f"  [red]ingest failing[/] since {when(ingest['last_error_at'])}: {ingest['last_error']}"
+        )
     drops = report["drops"]
     out.print(
         "[bold]drops[/] " + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none")
@@ -94,10 +104,6 @@ def status(as_json: bool, db: Path, journal: Path | None) -> None:
         out.print(f"[bold]proxy[/] {live['url']} (pid {live['pid']}, up {live['uptime_s']} s)")
         out.print(f"  this run   {cap['exchanges']} exchanges, {cap['in_flight']} in flight")
         out.print(f"  ingest     last {when(ing['last_ingest_at'])}")
-        if ing["last_error"] and (ing["last_error_at"] or 0) > (ing["last_ingest_at"] or 0):
-            out.print(
-                f"  [red]ingest failing[/] since {when(ing['last_error_at'])}: {ing['last_error']}"
-            )
         if cap["last_drop"]:
             d = cap["last_drop"]
             out.print(f"  [yellow]last drop[/] {d['reason']} at {when(d['at'])}: {d['detail']}")

@@ -69,10 +69,12 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | Path) -> Store:
+def open_store(url: str | Path, *, readonly: bool = False) -> Store:
+    """readonly: for commands that only read; never migrates, never writes."""
     text = str(url)
     if text.startswith(("postgres://", "postgresql://")):
         raise ValueError("the PostgreSQL backend is not built yet; use a SQLite path")
     from tapewire.store.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(text.removeprefix("sqlite:///").removeprefix("sqlite://")))
+    path = Path(text.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    return SQLiteStore(path, readonly=readonly)

@@ -21,6 +21,22 @@ _CHAINS_KEPT = 32
 _READ_CACHE = 64
 
 
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """For the reading commands: a store whose file or folder is not writable (a read-only
+    mount, a full disk) can still be read. WAL needs its -shm file; where that cannot be
+    made, read the file as it stands (immutable), which after a clean stop is all of it."""
+    if not path.exists():
+        raise FileNotFoundError(f"no database at {path}")
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
 def _headers_json(headers: Headers) -> str:
     return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
 
@@ -31,8 +47,13 @@ def _encoding(headers: Headers) -> str | None:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self._recent: OrderedDict[str, list[tuple[str, bytes, int]]] = OrderedDict()
+        self._read_cache: OrderedDict[str, bytes] = OrderedDict()
+        if readonly:
+            self.conn = _open_readonly(path)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.conn.execute("PRAGMA busy_timeout = 30000")
@@ -41,9 +62,6 @@ class SQLiteStore:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
         migrate(self.conn)
-        # chain -> recent (blob id, body, depth), newest last: dictionary candidates
-        self._recent: OrderedDict[str, list[tuple[str, bytes, int]]] = OrderedDict()
-        self._read_cache: OrderedDict[str, bytes] = OrderedDict()
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -327,6 +345,9 @@ class SQLiteStore:
         return total
 
     def close(self) -> None:
+        if self.conn.execute("PRAGMA query_only").fetchone()[0]:
+            self.conn.close()
+            return
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
