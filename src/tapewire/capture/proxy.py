@@ -73,7 +73,7 @@ class Proxy:
 
     async def start(self) -> None:
         self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             auto_decompress=False,  # compressed bytes stay compressed, end to end
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIP_AUTO,
@@ -103,6 +103,8 @@ class Proxy:
             # with it (its connection is closed on the way out), and the record says so.
             state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
             raise
+        except web.HTTPException:
+            raise  # an answer of ours (a request body cut short), already recorded
         except Exception as e:  # a bug here must not become the agent's problem silently
             log.exception("proxy error on %s %s", request.method, request.raw_path)
             state.finish(Outcome.UPSTREAM_ERROR, f"tapewire internal error: {e!r}")
