@@ -97,6 +97,7 @@ async def test_recorded_claude_session_passes_byte_exact(
         assert row.outcome == "complete"
         assert row.response_body == turn.response_body
         assert header_value(row.response_headers, "content-encoding") == "gzip"
+        assert row.response_encoding == "gzip"
         assert row.evidence["claude_session"] == "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"
         assert row.redactions == 0
         assert row.timings["first_byte"] is not None

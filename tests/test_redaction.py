@@ -77,6 +77,8 @@ async def test_secret_in_a_compressed_body_is_redacted(
     assert row.redactions >= 2
     assert row.request_body is not None and ANTHROPIC_KEY.encode() not in row.request_body
     assert b"DEBUG=1" in row.request_body  # decoded to be scanned, kept decoded
+    assert row.request_encoding == "identity"  # and the record says so,
+    assert ("Content-Encoding", "gzip") in row.request_headers  # beside what was sent
 
 
 async def test_no_redact_keeps_bodies_whole(fake: FakeProvider, tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ class Exchange:
     outcome: Outcome = Outcome.IN_FLIGHT
     error: str | None = None
     request_sha256: str | None = None  # of the body as it crossed the wire (set at ingest)
+    request_encoding: str | None = None  # what the stored body is encoded in, when not as sent
     redactions: int = 0
 
     def conversation_key(self) -> str:

@@ -186,10 +186,8 @@ class Ingester:
         body, count = self._redact(ex.request_body, encoding)
         if count:
             ex.request_body, ex.redactions = body[0], count
-            if body[1]:  # stored decoded: say so where a reader looks for the encoding
-                ex.request_headers = [
-                    (k, v) for k, v in ex.request_headers if k.lower() != "content-encoding"
-                ]
+            if body[1]:  # stored decoded; the headers still say how it crossed the wire
+                ex.request_encoding = "identity"
 
     def _clean_beyond_previous(self, ex: Exchange) -> bool:
         """Agents resend the conversation every turn: when a recent body of this conversation

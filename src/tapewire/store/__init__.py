@@ -48,6 +48,8 @@ class ExchangeRow:
     redactions: int
     timings: dict[str, float | None]
     request_sha256: str | None = None  # of the request body as sent, before any redaction
+    request_encoding: str | None = None  # the content-encoding the stored body is in
+    response_encoding: str | None = None
     request_body: bytes | None = None
     response_body: bytes | None = None
 

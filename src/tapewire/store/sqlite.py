@@ -119,7 +119,7 @@ class SQLiteStore:
                 e.codex_thread,
                 _headers_json(ex.request_headers),
                 blob,
-                _encoding(ex.request_headers),
+                ex.request_encoding or _encoding(ex.request_headers),
                 ex.request_size,
                 int(ex.request_truncated),
                 ex.request_sha256,
@@ -252,7 +252,7 @@ class SQLiteStore:
         " session, claude_session, claude_agent, codex_session, codex_thread, request_headers,"
         " response_headers, request_size, response_size, request_truncated, response_truncated,"
         " redactions, request_end_at, upstream_headers_at, first_byte_at, last_byte_at,"
-        " request_blob, response_blob, request_sha256"
+        " request_blob, response_blob, request_sha256, request_encoding, response_encoding"
     )
 
     def _row(self, r: tuple[Any, ...], with_bodies: bool) -> ExchangeRow:
@@ -291,6 +291,8 @@ class SQLiteStore:
                 "last_byte": r[25],
             },
             request_sha256=r[28],
+            request_encoding=r[29],
+            response_encoding=r[30],
         )
         if with_bodies:
             row.request_body = self.read_blob(r[26]) if r[26] else b""
