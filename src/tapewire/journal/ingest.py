@@ -202,11 +202,10 @@ class Ingester:
         # Claude Code sends its messages before the (unchanging) system prompt and tools:
         # what is new sits between a shared prefix and a shared suffix.
         start, end = 0, len(body)
-        for clean in recent:
-            prefix = shared_prefix(clean, body)
-            suffix = min(shared_suffix(clean, body), len(body) - prefix)
-            if prefix + suffix > start + len(body) - end:
-                start, end = prefix, len(body) - suffix
+        if recent:
+            prefix, i = max((shared_prefix(c, body), i) for i, c in enumerate(recent))
+            suffix = min(shared_suffix(recent[i], body), len(body) - prefix)
+            start, end = prefix, len(body) - suffix
         start, end = max(0, start - _RESCAN_MARGIN), min(len(body), end + _RESCAN_MARGIN)
         _, count = self.redactor.redact(body[start:end] if (start, end) != (0, len(body)) else body)
         if count:

@@ -63,11 +63,11 @@ def shared_prefix(a: bytes, b: bytes, block: int = 4096) -> int:
 
 def shared_suffix(a: bytes, b: bytes, block: int = 4096) -> int:
     """Length of the common suffix, the same way as shared_prefix from the other end."""
-    n = min(len(a), len(b))
     la, lb = len(a), len(b)
+    n = min(la, lb)
     i = 0
-    while i < n and a[la - min(i + block, n) : la - i] == b[lb - min(i + block, n) : lb - i]:
-        i = min(i + block, n)
+    while i + block <= n and a[la - i - block : la - i] == b[lb - i - block : lb - i]:
+        i += block
     lo, hi = i, min(i + block, n)
     while lo < hi:
         mid = (lo + hi + 1) // 2
