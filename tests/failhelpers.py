@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +45,10 @@ class _Reader:
         self.reader = reader
         self.raw = bytearray()
 
-    async def until(self, sep: bytes) -> bytes | None:
+    async def _take(self, read: Awaitable[bytes]) -> bytes | None:
+        """What a read returned (kept in raw), or None when the peer ended it early."""
         try:
-            data = await self.reader.readuntil(sep)
+            data = await read
         except asyncio.IncompleteReadError as e:
             self.raw += e.partial
             return None
@@ -56,16 +57,11 @@ class _Reader:
         self.raw += data
         return data
 
+    async def until(self, sep: bytes) -> bytes | None:
+        return await self._take(self.reader.readuntil(sep))
+
     async def exactly(self, n: int) -> bytes | None:
-        try:
-            data = await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            self.raw += e.partial
-            return None
-        except ConnectionError:
-            return None
-        self.raw += data
-        return data
+        return await self._take(self.reader.readexactly(n))
 
     async def rest(self) -> bytes:
         out = bytearray()
