@@ -11,6 +11,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tapewire.model import Exchange, ExchangeEnd, Headers, Outcome, header_value
 from tapewire.store import Batch, ExchangeRow
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
@@ -38,7 +40,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 
 def _headers_json(headers: Headers) -> str:
-    return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(headers).decode()
 
 
 def _encoding(headers: Headers) -> str | None:
@@ -276,8 +278,8 @@ class SQLiteStore:
             error=r[9],
             session=r[10],
             evidence={k: v for k, v in zip(evidence_names, r[10:15], strict=True) if v},
-            request_headers=[(k, v) for k, v in json.loads(r[15])],
-            response_headers=[(k, v) for k, v in json.loads(r[16] or "[]")],
+            request_headers=[(k, v) for k, v in orjson.loads(r[15])],
+            response_headers=[(k, v) for k, v in orjson.loads(r[16] or "[]")],
             request_size=r[17],
             response_size=r[18],
             request_truncated=bool(r[19]),
