@@ -89,6 +89,14 @@ def test_writing_a_batch_twice_changes_nothing(tmp_path: Path) -> None:
     store.write(Batch(begins=[_exchange(b"{}")], ends=[]))
     store.write(Batch(begins=[ex], ends=[_end(ex, b"ok")]))
     assert store.counts()["exchanges"] == 2
+    redacted = _exchange(b"{}")
+    redacted.redactions = 1
+    redacted_end = _end(redacted, b"[REDACTED:x]")
+    redacted_end.redactions = 2
+    for _ in range(2):
+        store.write(Batch(begins=[redacted], ends=[redacted_end]))
+    row_r = store.exchange(redacted.id)
+    assert row_r is not None and row_r.redactions == 3
     row = store.exchange(ex.id)
     assert row is not None and row.outcome == "complete" and row.response_body == b"ok"
     store.close()

@@ -183,10 +183,10 @@ class Ingester:
         encoding = header_value(ex.request_headers, "content-encoding")
         if not encoding and self._clean_beyond_previous(ex):
             return
-        body, count = self._redact(ex.request_body, encoding)
+        body, decoded, count = self._redact(ex.request_body, encoding)
         if count:
-            ex.request_body, ex.redactions = body[0], count
-            if body[1]:  # stored decoded; the headers still say how it crossed the wire
+            ex.request_body, ex.redactions = body, count
+            if decoded:  # stored decoded; the headers still say how it crossed the wire
                 ex.request_encoding = "identity"
 
     def _clean_beyond_previous(self, ex: Exchange) -> bool:
@@ -218,25 +218,25 @@ class Ingester:
         end.response_sha256 = hashlib.sha256(end.response_body).hexdigest()
         if self.redactor is None or not end.response_body:
             return
-        body, count = self._redact(
+        body, decoded, count = self._redact(
             end.response_body, header_value(end.response_headers, "content-encoding")
         )
         if count:
-            end.response_body, end.redactions = body[0], count
-            if body[1]:
+            end.response_body, end.redactions = body, count
+            if decoded:
                 end.response_encoding = "identity"
 
-    def _redact(self, data: bytes, encoding: str | None) -> tuple[tuple[bytes, bool], int]:
-        """((body to store, whether it had to be decoded), replacements)."""
+    def _redact(self, data: bytes, encoding: str | None) -> tuple[bytes, bool, int]:
+        """(body to store, whether it had to be decoded, replacements)."""
         assert self.redactor is not None
         decoded = False
         if encoding and encoding.strip().lower() != "identity":
             try:
                 data, decoded = decode(data, encoding), True
             except DecodeError:
-                return (data, False), 0  # undecodable: nothing we can scan; kept as sent
+                return data, False, 0  # undecodable: nothing we can scan; kept as sent
         redacted, count = self.redactor.redact(data)
-        return (redacted, decoded), count
+        return redacted, decoded, count
 
     # ---- status ----------------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             upstream_headers_at REAL,
             first_byte_at REAL,
             last_byte_at REAL,
-            redactions INTEGER NOT NULL DEFAULT 0,
+            redactions INTEGER NOT NULL DEFAULT 0,          -- in the request body
+            response_redactions INTEGER NOT NULL DEFAULT 0,
             outcome TEXT NOT NULL,
             error TEXT
         );

@@ -23,6 +23,14 @@ _CHAINS_KEPT = 32
 _READ_CACHE = 64
 
 
+# Sets, never adds: a batch replayed after a crash writes the same row again.
+_END_SQL = (
+    "UPDATE exchanges SET status=?, response_headers=?, response_blob=?, response_encoding=?,"
+    " response_size=?, response_truncated=?, response_sha256=?, upstream_headers_at=?,"
+    " first_byte_at=?, last_byte_at=?, outcome=?, error=?, response_redactions=? WHERE id = ?"
+)
+
+
 def _open_readonly(path: Path) -> sqlite3.Connection:
     """For the reading commands: a store whose file or folder is not writable (a read-only
     mount, a full disk) can still be read. WAL needs its -shm file; where that cannot be
@@ -150,27 +158,15 @@ class SQLiteStore:
             end.error,
             end.redactions,
         )
-        updated = self.conn.execute(
-            "UPDATE exchanges SET status=?, response_headers=?, response_blob=?,"
-            " response_encoding=?, response_size=?, response_truncated=?, response_sha256=?,"
-            " upstream_headers_at=?, first_byte_at=?, last_byte_at=?, outcome=?, error=?,"
-            " redactions = redactions + ? WHERE id = ?",
-            (*args, end.id),
-        ).rowcount
-        if not updated:  # its begin record was lost (journal write failed): keep what we have
+        if not self.conn.execute(_END_SQL, (*args, end.id)).rowcount:
+            # Its begin record was lost (the journal write failed): keep what we have.
             self.conn.execute(
                 "INSERT INTO exchanges (id, recorder, run, started_at, method, path, upstream,"
                 " upstream_url, request_headers, request_size, request_truncated, outcome)"
                 " VALUES (?, '', '', ?, '', '', '', '', '[]', 0, 1, 'in_flight')",
                 (end.id, end.upstream_headers_at or time.time()),
             )
-            self.conn.execute(
-                "UPDATE exchanges SET status=?, response_headers=?, response_blob=?,"
-                " response_encoding=?, response_size=?, response_truncated=?, response_sha256=?,"
-                " upstream_headers_at=?, first_byte_at=?, last_byte_at=?, outcome=?, error=?,"
-                " redactions = redactions + ? WHERE id = ?",
-                (*args, end.id),
-            )
+            self.conn.execute(_END_SQL, (*args, end.id))
 
     def _put_request_body(self, ex: Exchange) -> str:
         chain = ex.conversation_key()
@@ -253,7 +249,8 @@ class SQLiteStore:
         "id, started_at, method, path, upstream, upstream_url, provider, status, outcome, error,"
         " session, claude_session, claude_agent, codex_session, codex_thread, request_headers,"
         " response_headers, request_size, response_size, request_truncated, response_truncated,"
-        " redactions, request_end_at, upstream_headers_at, first_byte_at, last_byte_at,"
+        " redactions + response_redactions, request_end_at, upstream_headers_at, first_byte_at,"
+        " last_byte_at,"
         " request_blob, response_blob, request_sha256, request_encoding, response_encoding"
     )
 
