@@ -22,7 +22,7 @@ from tapewire.capture.recorder import EXCHANGE_CAP, INFLIGHT_CAP, Recorder
 from tapewire.capture.routing import parse_upstreams
 from tapewire.capture.server import ProxyServer
 from tapewire.journal.records import context_record
-from tapewire.journal.segments import OwnerLock, backlog_bytes, journal_id
+from tapewire.journal.segments import OwnerLock, journal_id
 from tapewire.journal.worker import IngestWorker
 from tapewire.journal.writer import JournalWriter
 from tapewire.model import RunContext, new_id
@@ -223,7 +223,3 @@ def running_state(journal_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError):
         return None
     return state
-
-
-def offline_backlog(journal_dir: Path) -> int:
-    return backlog_bytes(journal_dir) if journal_dir.exists() else 0

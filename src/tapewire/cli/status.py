@@ -12,7 +12,8 @@ import click
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, size, when
 from tapewire.journal.ingest import read_status
-from tapewire.service import offline_backlog, running_state
+from tapewire.journal.segments import backlog_bytes
+from tapewire.service import running_state
 from tapewire.store import open_store
 
 
@@ -40,7 +41,7 @@ def gather(db: Path, journal_dir: Path) -> dict[str, Any]:
                 store.close()
         except Exception as e:  # a broken store is what status exists to report
             report["store_error"] = f"{type(e).__name__}: {e}"
-    report["journal_backlog_bytes"] = offline_backlog(journal_dir)
+    report["journal_backlog_bytes"] = backlog_bytes(journal_dir)
     report["serving"] = live_status(journal_dir)
     if journal_dir.exists():
         report["ingest"] = read_status(journal_dir)  # the worker's last word, live or not
