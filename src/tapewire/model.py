@@ -6,6 +6,7 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from enum import StrEnum
 
 Headers = list[tuple[str, str]]
@@ -142,3 +143,96 @@ class RunContext:
     session: str
     recorded_at: float
     context: dict[str, object]
+
+
+# ---- the derived layer: what an exchange meant --------------------------------------------
+
+
+@dataclass
+class Part:
+    """One piece of a message, the same shape whichever provider's wire format it came from.
+
+    type: text | thinking | redacted_thinking | tool_call | tool_result | image | refusal | other
+    """
+
+    type: str
+    text: str | None = None  # text, thinking, refusal; a tool_result's text when it is plain
+    id: str | None = None  # tool_call: its call id; tool_result: the call id it answers
+    name: str | None = None  # tool_call: the tool's name; other: the provider's block type
+    arguments: Any = None  # tool_call: parsed JSON where it parses, else the string as sent
+    content: list[Part] | None = None  # tool_result: what the tool returned
+    is_error: bool | None = None  # tool_result
+    media_type: str | None = None  # image
+    data: Any = None  # image: url or sha256 of the bytes; redacted_thinking: its data; other: the block
+    signature: str | None = None  # thinking: an opaque transport token, never part of a node's id
+
+    def canonical(self) -> dict[str, Any]:
+        """The content-addressed form: content only. Left out on purpose: thinking signatures
+        (an opaque token, absent when a harness strips or a stream cut it) and every
+        provider's transport hint (Anthropic cache_control, tool_use caller)."""
+        out: dict[str, Any] = {"type": self.type}
+        for key in ("text", "id", "name", "arguments", "is_error", "media_type", "data"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.content is not None:
+            out["content"] = [p.canonical() for p in self.content]
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        out = self.canonical()
+        if self.signature is not None:
+            out["signature"] = self.signature
+        if self.content is not None:
+            out["content"] = [p.as_json() for p in self.content]
+        return out
+
+
+@dataclass
+class Message:
+    role: str  # system | developer | user | assistant | tool
+    parts: list[Part] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"role": self.role, "parts": [p.as_json() for p in self.parts]}
+
+
+@dataclass
+class Usage:
+    """Normalised token counts. input_tokens counts every prompt token (uncached, cache read
+    and cache write), as the OpenTelemetry GenAI conventions define it; None = not reported."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None  # the part of cache_write_tokens priced as 1 h writes
+    reasoning_tokens: int | None = None  # part of output_tokens
+
+    def as_json(self) -> dict[str, int | None]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Turn:
+    """One LLM exchange as its provider's codec understood it. A body that could not be decoded
+    or parsed gives a partial Turn with `error` set, never an exception."""
+
+    api: str  # anthropic.messages | openai.chat | openai.responses | ollama.chat | ollama.generate
+    model: str | None = None  # as requested
+    response_model: str | None = None  # as the provider answered
+    response_id: str | None = None
+    previous_response_id: str | None = None  # OpenAI Responses chaining
+    system: list[Part] = field(default_factory=list)  # where the API keeps it apart from messages
+    messages: list[Message] = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list)  # definitions as sent
+    params: dict[str, Any] = field(default_factory=dict)  # everything else the request set
+    stream: bool = False
+    outputs: list[Message] = field(default_factory=list)  # one per choice (n > 1: several)
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+    error: str | None = None  # decode/parse trouble, or the provider's own error
+
+    @property
+    def output(self) -> Message | None:
+        return self.outputs[0] if self.outputs else None

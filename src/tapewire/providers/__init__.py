@@ -1,0 +1,153 @@
+"""Provider codecs: pure functions from an exchange's bytes to a `Turn`.
+
+One module per wire format. Each exposes
+  parse_request(body: dict, turn: Turn) -> None   fills model, system, messages, tools, params
+  parse_response(body: bytes, turn: Turn, streamed: bool) -> None
+                                                   fills outputs, usage, stop reason, ids
+and raises nothing it can help: trouble goes into `turn.error` and the turn stays partial.
+This module does what every codec shares: undo the content-encoding, parse the request JSON,
+tell a streamed body from a plain one, and read a provider's error body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from tapewire.content_encoding import DecodeError, decode
+from tapewire.model import Turn
+
+# Path endings, as the agent sent them (prefixes like /s/<session>/ or /anthropic/ included).
+_APIS: tuple[tuple[str, str], ...] = (
+    ("/v1/messages", "anthropic.messages"),
+    ("/chat/completions", "openai.chat"),
+    ("/responses", "openai.responses"),
+    ("/api/chat", "ollama.chat"),
+    ("/api/generate", "ollama.generate"),
+)
+
+
+def api_for(method: str, path: str) -> str | None:
+    """Which wire format an exchange speaks, or None when it is not an LLM call we read."""
+    if method.upper() != "POST":
+        return None
+    path = path.partition("?")[0].rstrip("/")
+    for suffix, api in _APIS:
+        if path.endswith(suffix):
+            return api
+    return None
+
+
+def _codec(api: str) -> ModuleType:
+    from tapewire.providers import anthropic, ollama, openai_chat, openai_responses
+
+    return {
+        "anthropic.messages": anthropic,
+        "openai.chat": openai_chat,
+        "openai.responses": openai_responses,
+        "ollama.chat": ollama,
+        "ollama.generate": ollama,
+    }[api]
+
+
+def _add_error(turn: Turn, message: str) -> None:
+    turn.error = f"{turn.error}; {message}" if turn.error else message
+
+
+def decode_body(body: bytes, encoding: str | None, turn: Turn, what: str) -> bytes | None:
+    try:
+        result = decode(body, encoding)
+    except DecodeError as e:
+        _add_error(turn, f"{what} body: {e}")
+        return None
+    if result.truncated:
+        _add_error(turn, f"{what} body: {encoding} stream cut short; read what arrived")
+    return result.data
+
+
+def is_streamed(body: bytes, content_type: str | None) -> bool:
+    ctype = (content_type or "").lower()
+    if "event-stream" in ctype or "ndjson" in ctype:
+        return True
+    if "json" in ctype:
+        return False
+    head = body.lstrip()[:6]
+    return head.startswith((b"event:", b"data:", b":"))
+
+
+def error_message(body: bytes) -> str | None:
+    """The message of a provider's error body (Anthropic, OpenAI and Ollama shapes)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            kind, message = err.get("type") or err.get("code"), err.get("message")
+            return f"{kind}: {message}" if kind and message else str(message or kind or err)
+        if isinstance(err, str):
+            return err
+    return None
+
+
+def parse_exchange(
+    api: str,
+    request_body: bytes,
+    request_encoding: str | None,
+    response_body: bytes | None,
+    response_encoding: str | None,
+    response_content_type: str | None,
+    status: int | None,
+) -> Turn:
+    """Everything a codec can read from one exchange; never raises on bad input."""
+    turn = Turn(api=api)
+    codec = _codec(api)
+    raw = decode_body(request_body, request_encoding, turn, "request") if request_body else b""
+    if raw is None:
+        pass
+    elif not raw:
+        _add_error(turn, "request body is empty")
+    else:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            body = None
+            _add_error(turn, f"request body is not JSON: {e}")
+        if isinstance(body, dict):
+            _guard(turn, lambda: codec.parse_request(body, turn), "request")
+        elif body is not None:
+            _add_error(turn, "request body is not a JSON object")
+    if response_body is None:
+        return turn
+    data = decode_body(response_body, response_encoding, turn, "response")
+    if data is None:
+        return turn
+    if status is not None and status >= 400:
+        _add_error(turn, f"HTTP {status}: {error_message(data) or 'no error body'}")
+        return turn
+    streamed = is_streamed(data, response_content_type)
+    _guard(turn, lambda: codec.parse_response(data, turn, streamed), "response")
+    return turn
+
+
+def _guard(turn: Turn, step: Callable[[], None], what: str) -> None:
+    """A codec meeting a shape it does not know must not lose the exchange for it."""
+    try:
+        step()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, json.JSONDecodeError) as e:
+        _add_error(turn, f"{what} not understood: {type(e).__name__}: {e}")
+
+
+def json_or_text(text: str) -> Any:
+    """Tool arguments: parsed where they parse (so whitespace never changes a node's id), else
+    the string as sent."""
+    try:
+        return orjson.loads(text) if text.strip() else {}
+    except orjson.JSONDecodeError:
+        return text
