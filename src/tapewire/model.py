@@ -6,8 +6,8 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from enum import StrEnum
+from typing import Any
 
 Headers = list[tuple[str, str]]
 _random = random.Random()  # seeded from os.urandom at import
@@ -163,7 +163,7 @@ class Part:
     content: list[Part] | None = None  # tool_result: what the tool returned
     is_error: bool | None = None  # tool_result
     media_type: str | None = None  # image
-    data: Any = None  # image: url or sha256 of the bytes; redacted_thinking: its data; other: the block
+    data: Any = None  # image: url or sha256:<hex>; redacted_thinking: its data; other: the block
     signature: str | None = None  # thinking: an opaque transport token, never part of a node's id
 
     def canonical(self) -> dict[str, Any]:

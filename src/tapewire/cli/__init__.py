@@ -6,8 +6,10 @@ import click
 
 from tapewire import __version__
 from tapewire.cli.exchanges import exchanges
+from tapewire.cli.repair import rederive, verify
 from tapewire.cli.run import run
 from tapewire.cli.serve import serve
+from tapewire.cli.sessions import sessions, show
 from tapewire.cli.status import status
 
 
@@ -25,3 +27,7 @@ main.add_command(serve)
 main.add_command(run)
 main.add_command(status)
 main.add_command(exchanges)
+main.add_command(sessions)
+main.add_command(show)
+main.add_command(rederive)
+main.add_command(verify)

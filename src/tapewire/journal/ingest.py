@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tapewire.content_encoding import DecodeError, decode
+from tapewire.derive import Deriver
 from tapewire.journal.reader import SEGMENT_END, JournalReader
 from tapewire.journal.records import to_begin, to_context, to_end
 from tapewire.journal.segments import (
@@ -30,6 +31,7 @@ from tapewire.journal.segments import (
     write_checkpoint,
 )
 from tapewire.model import Exchange, ExchangeEnd, header_value
+from tapewire.pricing import PriceTable
 from tapewire.redact import Redactor
 from tapewire.store import Batch, Store
 from tapewire.store.blobs import shared_prefix, shared_suffix
@@ -54,6 +56,7 @@ class Ingester:
         run: str,
         live_segment: Callable[[], int | None] = lambda: None,
         redactor: Redactor | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.directory = directory
         self._open_store = open_store
@@ -62,6 +65,8 @@ class Ingester:
         self.redactor = redactor
         self.reader = JournalReader(directory, live_segment)
         self._store: Store | None = None
+        self._deriver: Deriver | None = None
+        self.prices = prices
         self._stale_checked = False
         self._published = 0.0
         # conversation -> its recent bodies that held no secret (main thread, subagents, side calls)
@@ -162,11 +167,18 @@ class Ingester:
             return 0
         if len(batch):
             store.write(batch)
+            if batch.ends:
+                self._derive(store, [e.id for e in batch.ends])
         write_checkpoint(self.directory, end)
         self._delete_ingested(end)
         self.ingested += n
         self.last_ingest_at = time.time()
         return max(n, 1)
+
+    def _derive(self, store: Store, ids: list[str]) -> None:
+        if self._deriver is None or self._deriver.store is not store:
+            self._deriver = Deriver(store, self.prices)
+        self._deriver.derive_ids(ids)
 
     def _delete_ingested(self, pos: Position) -> None:
         for seq in list_segments(self.directory):
@@ -232,7 +244,9 @@ class Ingester:
         decoded = False
         if encoding and encoding.strip().lower() != "identity":
             try:
-                data, decoded = decode(data, encoding), True
+                # A salvaged (cut) stream is scanned too: if it held a secret it is stored
+                # decoded and redacted, its undecodable tail lost, for a secret is never stored.
+                data, decoded = decode(data, encoding).data, True
             except DecodeError:
                 return data, False, 0  # undecodable: nothing we can scan; kept as sent
         redacted, count = self.redactor.redact(data)

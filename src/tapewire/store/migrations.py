@@ -72,7 +72,107 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_derived_layer",
+        """
+        CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,          -- sha256 of RFC 8785 JSON of {parent, role, content}
+            parent TEXT,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,        -- the canonical parts, JSON
+            depth INTEGER NOT NULL,
+            exchange TEXT NOT NULL        -- the exchange that first carried it
+        );
+        CREATE INDEX nodes_parent ON nodes(parent);
+        CREATE TABLE documents (          -- content-addressed JSON (tool definitions)
+            id TEXT PRIMARY KEY,
+            codec TEXT NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            harness TEXT NOT NULL,
+            harness_session_id TEXT,
+            name TEXT,
+            title TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL NOT NULL
+        );
+        CREATE INDEX sessions_started ON sessions(started_at);
+        CREATE INDEX sessions_name ON sessions(name);
+        CREATE TABLE threads (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            agent TEXT,
+            started_at REAL NOT NULL,
+            spawned_by TEXT
+        );
+        CREATE INDEX threads_session ON threads(session);
+        CREATE TABLE turns (
+            exchange TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            thread TEXT,
+            kind TEXT NOT NULL,
+            api TEXT NOT NULL,
+            model TEXT,
+            response_model TEXT,
+            response_id TEXT,
+            started_at REAL NOT NULL,
+            duration_ms REAL,
+            ttfb_ms REAL,
+            status INTEGER,
+            outcome TEXT NOT NULL,
+            stop_reason TEXT,
+            error TEXT,
+            request_node TEXT,
+            response_node TEXT,           -- the first choice's
+            response_nodes TEXT NOT NULL, -- JSON list, every choice
+            input_nodes TEXT NOT NULL,    -- JSON list: new since the thread's previous turn
+            tools_doc TEXT,
+            params TEXT NOT NULL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cache_read_tokens INTEGER,
+            cache_write_tokens INTEGER,
+            cache_write_1h_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            cost_usd REAL,
+            stream INTEGER NOT NULL
+        );
+        CREATE INDEX turns_session ON turns(session, started_at);
+        CREATE INDEX turns_thread ON turns(thread, started_at);
+        CREATE INDEX turns_request_node ON turns(request_node);
+        CREATE INDEX turns_response_node ON turns(response_node);
+        CREATE INDEX turns_response_id ON turns(response_id);
+        CREATE TABLE tool_calls (
+            session TEXT NOT NULL,
+            thread TEXT,
+            call_id TEXT NOT NULL,
+            name TEXT,
+            arguments TEXT,
+            call_exchange TEXT NOT NULL,
+            call_node TEXT NOT NULL,
+            asked_at REAL,
+            result TEXT,
+            is_error INTEGER,
+            result_exchange TEXT,
+            result_node TEXT,
+            answered_at REAL,
+            PRIMARY KEY (call_exchange, call_id)
+        );
+        CREATE INDEX tool_calls_open ON tool_calls(session, call_id);
+        CREATE INDEX tool_calls_session ON tool_calls(session, asked_at);
+        CREATE VIRTUAL TABLE search USING fts5(
+            text, node UNINDEXED, kind UNINDEXED, tokenize = 'unicode61'
+        );
+        """,
+    ),
 ]
+
+# Tables `tapewire rederive` empties and rebuilds.
+DERIVED_TABLES = ("nodes", "documents", "sessions", "threads", "turns", "tool_calls", "search")
 
 
 def ensure_table(conn: sqlite3.Connection) -> None:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import orjson
 from tapewire.model import Exchange, ExchangeEnd, Headers, Outcome, header_value
 from tapewire.store import Batch, ExchangeRow
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
-from tapewire.store.migrations import migrate
+from tapewire.store.derived import Derived
+from tapewire.store.migrations import DERIVED_TABLES, migrate
 
 _RECENT_PER_CHAIN = 4
 _CHAINS_KEPT = 32
@@ -49,6 +51,10 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 def _headers_json(headers: Headers) -> str:
     return orjson.dumps(headers).decode()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _encoding(headers: Headers) -> str | None:
@@ -207,6 +213,7 @@ class SQLiteStore:
         blob_id = sha256 or hashlib.sha256(data).hexdigest()
         if self.conn.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
             return blob_id  # content-addressed: a resent body is stored once
+        self._cache(blob_id, data)  # derivation reads it back right after ingest
         codec, payload = compress(data, dictionary[1] if dictionary else None)
         dict_id = dictionary[0] if dictionary and codec == "zstd-dict" else None
         depth = dictionary[2] + 1 if dict_id and dictionary else 0
@@ -225,6 +232,174 @@ class SQLiteStore:
             (recorder, live_run),
         ).rowcount
 
+    # ---- the derived layer -----------------------------------------------------------------
+
+    def write_derived(self, items: list[Derived]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for d in items:
+                self._write_derived(d)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _write_derived(self, d: Derived) -> None:
+        c = self.conn
+        searchable: dict[str, list[tuple[str, str, str]]] = {}
+        for node, kind, text in d.search:
+            searchable.setdefault(node, []).append((text, node, kind))
+        for n in d.nodes:
+            inserted = c.execute(
+                "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                (n.id, n.parent, n.role, _dumps(n.content), n.depth, n.exchange),
+            ).rowcount
+            if inserted:  # content-addressed: a shared node is indexed once
+                c.executemany(
+                    "INSERT INTO search(text, node, kind) VALUES (?,?,?)", searchable.get(n.id, [])
+                )
+        for doc_id, raw in d.documents.items():
+            if not c.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone():
+                codec, payload = compress(raw, None)
+                c.execute("INSERT INTO documents VALUES (?,?,?)", (doc_id, codec, payload))
+        s = d.session
+        c.execute(
+            "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+            " started_at = min(started_at, excluded.started_at),"
+            " ended_at = max(ended_at, excluded.ended_at),"
+            " harness = CASE WHEN harness = 'unknown' THEN excluded.harness ELSE harness END,"
+            " harness_session_id = coalesce(harness_session_id, excluded.harness_session_id),"
+            " name = coalesce(name, excluded.name), title = coalesce(title, excluded.title)",
+            (s.id, s.key or "id:" + s.id, s.harness, s.harness_session_id, s.name, s.title,
+             s.started_at, s.ended_at),
+        )  # fmt: skip
+        if d.thread is not None:
+            t = d.thread
+            c.execute(
+                "INSERT INTO threads VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+                " started_at = min(started_at, excluded.started_at),"
+                " spawned_by = coalesce(spawned_by, excluded.spawned_by)",
+                (t.id, t.session, t.kind, t.agent, t.started_at, t.spawned_by),
+            )
+        r, u = d.turn, d.turn.usage
+        c.execute(
+            "INSERT OR REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (r.exchange, r.session, r.thread, r.kind, r.api, r.model, r.response_model,
+             r.response_id, r.started_at, r.duration_ms, r.ttfb_ms, r.status, r.outcome,
+             r.stop_reason, r.error, r.request_node,
+             r.response_nodes[0] if r.response_nodes else None, _dumps(r.response_nodes),
+             _dumps(r.input_nodes), r.tools_doc, _dumps(r.params), u.input_tokens,
+             u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+             u.cache_write_1h_tokens, u.reasoning_tokens, r.cost_usd, int(r.stream)),
+        )  # fmt: skip
+        for call in d.tool_calls:
+            c.execute(
+                "INSERT INTO tool_calls (session, thread, call_id, name, arguments, call_exchange,"
+                " call_node, asked_at) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(call_exchange, call_id) DO UPDATE SET name = excluded.name,"
+                " arguments = excluded.arguments, asked_at = excluded.asked_at",
+                (call.session, call.thread, call.call_id, call.name, _dumps(call.arguments),
+                 call.call_exchange, call.call_node, call.asked_at),
+            )  # fmt: skip
+        for res in d.tool_results:
+            # The latest call of that id in the thread not yet answered by another request.
+            c.execute(
+                "UPDATE tool_calls SET result = ?, is_error = ?, result_exchange = ?,"
+                " result_node = ?, answered_at = ? WHERE rowid = (SELECT rowid FROM tool_calls"
+                " WHERE session = ? AND call_id = ? AND thread IS ? AND (result_exchange IS NULL"
+                " OR result_exchange = ?) ORDER BY asked_at DESC LIMIT 1)",
+                (res.result, None if res.is_error is None else int(res.is_error),
+                 res.result_exchange, res.result_node, res.answered_at, res.session,
+                 res.call_id, res.thread, res.result_exchange),
+            )  # fmt: skip
+
+    def clear_derived(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table in DERIVED_TABLES:
+                c.execute(f"DELETE FROM {table}")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def derive_order(self) -> list[str]:
+        """Ended exchanges in the order they ended: the order derivation saw them in."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM exchanges WHERE outcome != 'in_flight'"
+                " ORDER BY coalesce(last_byte_at, upstream_headers_at, started_at), id"
+            )
+        ]
+
+    def response_owner(self, response_id: str) -> tuple[str, str | None, str | None] | None:
+        r = self.conn.execute(
+            "SELECT session, thread, response_node FROM turns WHERE response_id = ?"
+            " ORDER BY started_at DESC LIMIT 1",
+            (response_id,),
+        ).fetchone()
+        return (r[0], r[1], r[2]) if r else None
+
+    def node_depth(self, node: str) -> int:
+        r = self.conn.execute("SELECT depth FROM nodes WHERE id = ?", (node,)).fetchone()
+        return int(r[0]) if r else 0
+
+    def chain_owner(self, nodes: list[str]) -> tuple[str, str | None] | None:
+        """The session and thread of the turn that holds the first of `nodes` (deepest first)
+        as its request's last node or its response, conversation turns before side calls."""
+        best: tuple[int, int, str, str | None] | None = None
+        position = {n: i for i, n in enumerate(nodes[:2000])}
+        marks = ",".join("?" * len(position))
+        for session, thread, req, resp in self.conn.execute(
+            f"SELECT session, thread, request_node, response_node FROM turns"
+            f" WHERE request_node IN ({marks}) OR response_node IN ({marks})",
+            (*position, *position),
+        ):
+            rank = min(position.get(req, 1 << 30), position.get(resp, 1 << 30))
+            candidate = (thread is None, rank, session, thread)
+            if best is None or candidate[:2] < best[:2]:
+                best = candidate
+        return (best[2], best[3]) if best else None
+
+    def node_chain(self, node: str) -> list[str]:
+        """Node ids from the root down to `node`."""
+        rows = self.conn.execute(
+            "WITH RECURSIVE up(id, parent, depth) AS (SELECT id, parent, depth FROM nodes"
+            " WHERE id = ? UNION ALL SELECT n.id, n.parent, n.depth FROM nodes n"
+            " JOIN up ON n.id = up.parent) SELECT id FROM up ORDER BY depth",
+            (node,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def thread_tip_nodes(self, thread: str) -> set[str]:
+        r = self.conn.execute(
+            "SELECT request_node, response_nodes FROM turns WHERE thread = ?"
+            " ORDER BY started_at DESC LIMIT 1",
+            (thread,),
+        ).fetchone()
+        if r is None:
+            return set()
+        tip = set(orjson.loads(r[1]))
+        return tip | set(self.node_chain(r[0])) if r[0] else tip
+
+    def spawning_call(self, session: str, texts: list[str]) -> str | None:
+        """The open tool call whose arguments hold a subagent's opening prompt."""
+        wanted = {t.strip() for t in texts if t.strip()}
+        for call_id, arguments in self.conn.execute(
+            "SELECT call_id, arguments FROM tool_calls WHERE session = ? AND result IS NULL"
+            " ORDER BY asked_at DESC LIMIT 50",
+            (session,),
+        ):
+            args = orjson.loads(arguments) if arguments else None
+            if isinstance(args, dict) and any(
+                isinstance(v, str) and v.strip() in wanted for v in args.values()
+            ):
+                return str(call_id)
+        return None
+
     # ---- reading -------------------------------------------------------------------------
 
     def read_blob(self, blob_id: str) -> bytes:
@@ -240,10 +415,14 @@ class SQLiteStore:
         codec, payload, size, dict_id = row
         dictionary = self.read_blob(dict_id) if dict_id else None
         data = decompress(codec, payload, size, dictionary)
+        self._cache(blob_id, data)
+        return data
+
+    def _cache(self, blob_id: str, data: bytes) -> None:
         self._read_cache[blob_id] = data
+        self._read_cache.move_to_end(blob_id)
         while len(self._read_cache) > _READ_CACHE:
             self._read_cache.popitem(last=False)
-        return data
 
     _COLUMNS = (
         "id, started_at, method, path, upstream, upstream_url, provider, status, outcome, error,"
@@ -330,6 +509,140 @@ class SQLiteStore:
             "body_bytes": blob_bytes[0],
             "body_bytes_stored": blob_bytes[1],
         }
+
+    # ---- reading the derived layer -------------------------------------------------------
+
+    def session_rows(
+        self,
+        *,
+        ids: list[str] | None = None,
+        since: float | None = None,
+        harness: str | None = None,
+        model: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sessions newest first, with their totals."""
+        where: list[str] = []
+        args: list[Any] = []
+        if ids is not None:
+            where.append(f"s.id IN ({','.join('?' * len(ids))})")
+            args.extend(ids)
+        if since is not None:
+            where.append("s.ended_at >= ?")
+            args.append(since)
+        if harness:
+            where.append("s.harness = ?")
+            args.append(harness)
+        if model:
+            where.append("EXISTS (SELECT 1 FROM turns m WHERE m.session = s.id AND"
+                         " (m.model = ? OR m.response_model = ?))")  # fmt: skip
+            args.extend([model, model])
+        sql = (
+            "SELECT s.id, s.harness, s.harness_session_id, s.name, s.title, s.started_at,"
+            " s.ended_at, count(t.exchange), sum(t.input_tokens), sum(t.output_tokens),"
+            " sum(t.cache_read_tokens), sum(t.cache_write_tokens), sum(t.reasoning_tokens),"
+            " sum(t.cost_usd), count(t.cost_usd),"
+            " sum(t.cost_usd IS NULL AND t.input_tokens IS NOT NULL),"
+            " sum(t.error IS NOT NULL), group_concat(DISTINCT coalesce(t.response_model, t.model)),"
+            " (SELECT count(*) FROM threads h WHERE h.session = s.id),"
+            " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id),"
+            " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id AND c.is_error = 1)"
+            " FROM sessions s LEFT JOIN turns t ON t.session = s.id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY s.id ORDER BY s.started_at DESC, s.id"
+            + (" LIMIT ?" if limit else "")
+        )
+        if limit:
+            args.append(limit)
+        out = []
+        for r in self.conn.execute(sql, args):
+            out.append({
+                "id": r[0], "harness": r[1], "harness_session_id": r[2], "name": r[3],
+                "title": r[4], "started_at": r[5], "ended_at": r[6], "turns": r[7],
+                "threads": r[18], "tool_calls": r[19], "tool_errors": r[20], "errors": r[16],
+                "input_tokens": r[8] or 0, "output_tokens": r[9] or 0,
+                "cache_read_tokens": r[10] or 0, "cache_write_tokens": r[11] or 0,
+                "reasoning_tokens": r[12] or 0,
+                # Unknown beats wrong: one priced-unknown turn makes the total unknown.
+                "cost_usd": round(r[13], 9) if r[14] and not r[15] else None,
+                "models": sorted(m for m in (r[17] or "").split(",") if m),
+            })  # fmt: skip
+        return out
+
+    def find_sessions(self, ref: str) -> list[str]:
+        """Sessions named by id, unique id prefix, /s/ name or the harness's session id."""
+        rows = self.conn.execute(
+            "SELECT id FROM sessions WHERE id = ? OR name = ? OR harness_session_id = ?"
+            " UNION SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\'",
+            (ref, ref, ref, ref.replace("%", "\\%").replace("_", "\\_") + "%"),
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def turn_rows(self, session: str) -> list[dict[str, Any]]:
+        cols = (
+            "exchange, session, thread, kind, api, model, response_model, response_id,"
+            " started_at, duration_ms, ttfb_ms, status, outcome, stop_reason, error,"
+            " request_node, response_nodes, input_nodes, tools_doc, params, input_tokens,"
+            " output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,"
+            " reasoning_tokens, cost_usd, stream"
+        )
+        names = [c.strip() for c in cols.split(",")]
+        out = []
+        for r in self.conn.execute(
+            f"SELECT {cols} FROM turns WHERE session = ? ORDER BY started_at, exchange", (session,)
+        ):
+            row = dict(zip(names, r, strict=True))
+            for key in ("response_nodes", "input_nodes", "params"):
+                row[key] = orjson.loads(row[key])
+            row["stream"] = bool(row["stream"])
+            out.append(row)
+        return out
+
+    def thread_rows(self, session: str) -> list[dict[str, Any]]:
+        names = ("id", "kind", "agent", "started_at", "spawned_by")
+        return [
+            dict(zip(names, r, strict=True))
+            for r in self.conn.execute(
+                "SELECT id, kind, agent, started_at, spawned_by FROM threads WHERE session = ?"
+                " ORDER BY started_at, id",
+                (session,),
+            )
+        ]
+
+    def node_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for nid, parent, role, content, depth in self.conn.execute(
+                f"SELECT id, parent, role, content, depth FROM nodes"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[nid] = {"id": nid, "parent": parent, "role": role,
+                            "content": orjson.loads(content), "depth": depth}  # fmt: skip
+        return out
+
+    def tool_call_rows(self, session: str) -> list[dict[str, Any]]:
+        names = ("id", "thread", "name", "arguments", "call_exchange", "asked_at", "result",
+                 "is_error", "result_exchange", "answered_at")  # fmt: skip
+        out = []
+        for r in self.conn.execute(
+            "SELECT call_id, thread, name, arguments, call_exchange, asked_at, result, is_error,"
+            " result_exchange, answered_at FROM tool_calls WHERE session = ?"
+            " ORDER BY asked_at, call_exchange, rowid",
+            (session,),
+        ):
+            row = dict(zip(names, r, strict=True))
+            row["arguments"] = orjson.loads(row["arguments"]) if row["arguments"] else None
+            row["is_error"] = None if row["is_error"] is None else bool(row["is_error"])
+            out.append(row)
+        return out
+
+    def blob_rows(self) -> Iterator[tuple[str, int]]:
+        yield from self.conn.execute("SELECT id, size FROM blobs")
+
+    def iter_nodes(self) -> Iterator[tuple[str, str | None, str, str, int]]:
+        yield from self.conn.execute("SELECT id, parent, role, content, depth FROM nodes")
 
     def run_context(self, session: str) -> dict[str, Any] | None:
         r = self.conn.execute(

@@ -1,0 +1,161 @@
+"""Derive throughput, peak memory and store size on a synthetic long session.
+
+A Claude-Code-shaped session of N turns (default 2,000) whose context grows to ~150 KB: each
+request resends the system prompt, the tools and every earlier message, adds the previous
+answer and a tool result (~1 KB a turn); past 150 KB the harness compacts (a summary opens a
+new chain), as Claude Code does, and the context grows again. Each response is a gzip SSE stream with thinking, text and a tool
+call. The raw exchanges are written to a fresh SQLite store first (not timed), then the
+deriver runs over all of them (timed), in this process, and peak RSS is read from the kernel.
+
+    python bench/derive_bench.py                 # 2,000 turns
+    python bench/derive_bench.py --turns 200     # quick
+
+Goals (issue 4): >= 500 turns/s, < 300 MB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from tapewire.derive import Deriver
+from tapewire.model import Evidence, Exchange, ExchangeEnd, Outcome, new_id
+from tapewire.store import Batch, open_store
+
+TOOLS = [
+    {"name": f"tool_{i}", "description": "x" * 2000, "input_schema": {"type": "object"}}
+    for i in range(20)
+]
+
+
+def _sse(events: list[dict[str, object]]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def _response(i: int, rng: random.Random) -> tuple[bytes, list[dict[str, object]]]:
+    """A streamed answer, and the content blocks the agent will resend next turn."""
+    text = f"Step {i}: " + " ".join(rng.choice(("read", "edit", "test", "fix")) for _ in range(12))
+    call = {"type": "tool_use", "id": f"toolu_{i:06d}", "name": f"tool_{i % 20}",
+            "input": {"path": f"src/file_{i}.py", "line": i}}  # fmt: skip
+    args = json.dumps(call["input"])
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": {"id": f"msg_{i}", "model": "claude-sonnet-4-6",
+         "usage": {"input_tokens": 3, "cache_read_input_tokens": 1000 + i * 30,
+                   "cache_creation_input_tokens": 60, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me think."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": f"sig{i}"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": text}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": args[:10]}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": args[10:]}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 80}},
+        {"type": "message_stop"},
+    ]  # fmt: skip
+    blocks = [
+        {"type": "thinking", "thinking": "Let me think.", "signature": f"sig{i}"},
+        {"type": "text", "text": text},
+        call,
+    ]
+    return gzip.compress(_sse(events)), blocks
+
+
+def build(store_path: Path, turns: int, target_context: int) -> int:
+    rng = random.Random(7)
+    store = open_store(store_path)
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing tests."}]
+    result_size = 600  # bytes of tool output per turn: ~1 KB of context per turn
+    wire = 0
+    t0 = time.time()
+    batch = Batch()
+    for i in range(turns):
+        body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 32000, "stream": True,
+                           "system": [{"type": "text", "text": "You are an agent. " * 200}],
+                           "messages": messages, "tools": TOOLS}).encode()  # fmt: skip
+        response, blocks = _response(i, rng)
+        ex_id = new_id()
+        start = t0 + i
+        batch.begins.append(Exchange(
+            id=ex_id, run_id="bench", started_at=start, method="POST", path="/v1/messages",
+            upstream="anthropic", upstream_url="http://127.0.0.1/v1/messages",
+            provider="anthropic", request_headers=[("content-type", "application/json")],
+            request_body=body, request_size=len(body),
+            evidence=Evidence(claude_session="bench-session"), recorder="bench",
+        ))  # fmt: skip
+        batch.ends.append(ExchangeEnd(
+            id=ex_id, status=200,
+            response_headers=[("content-type", "text/event-stream"), ("content-encoding", "gzip")],
+            response_body=response, response_truncated=False, response_size=len(response),
+            upstream_headers_at=start + 0.1, first_byte_at=start + 0.2, last_byte_at=start + 0.5,
+            outcome=Outcome.COMPLETE, error=None,
+        ))  # fmt: skip
+        wire += len(body) + len(response)
+        if len(body) > target_context:  # the harness compacts: a summary starts a new chain
+            messages = [{"role": "user", "content": f"Summary of turns up to {i}: " + "s" * 2000}]
+        messages = [*messages, {"role": "assistant", "content": blocks},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i:06d}",
+                     "content": "".join(rng.choice("abcdefgh \n") for _ in range(result_size))}]}]  # fmt: skip
+        if len(batch.begins) >= 100:
+            store.write(batch)
+            batch = Batch()
+    store.write(batch)
+    store.close()
+    return wire
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument(
+        "--context", type=int, default=150_000, help="final context, bytes of messages"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        wire = build(path, args.turns, args.context)
+        store = open_store(path)
+        order = store.derive_order()
+        last = store.exchange(order[-1])
+        assert last is not None and last.request_body is not None
+        raw_size = store.size_bytes()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        deriver = Deriver(store)
+        t = time.perf_counter()
+        deriver.derive_ids(order)
+        elapsed = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sessions = store.session_rows()
+        store.close()
+        total = path.stat().st_size
+        result = {
+            "turns": len(order),
+            "last_request_bytes": len(last.request_body),
+            "derive_seconds": round(elapsed, 2),
+            "turns_per_second": round(len(order) / elapsed, 1),
+            "peak_rss_mb": round(peak, 1),
+            "rss_before_derive_mb": round(rss_before, 1),
+            "derive_errors": deriver.errors,
+            "wire_bytes": wire,
+            "store_bytes_raw_only": raw_size,
+            "store_bytes_with_derived": total,
+            "sessions": len(sessions),
+            "turns_derived": sessions[0]["turns"] if sessions else 0,
+            "tool_calls": sessions[0]["tool_calls"] if sessions else 0,
+        }
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The 17-turn Claude Code recording through the proxy, derived: the figures asserted here are
+the ones the recording itself holds (read straight from its files), not tapewire's output."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import RECORDING, settings_for, stored
+from fakeprovider import FakeProvider, load_recording
+from servecli import cli
+from tapewire.service import ServiceThread
+
+TURNS = load_recording(RECORDING)
+SESSION_ID = "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"
+
+
+def _final_usage(turn_dir: Path) -> dict[str, Any]:
+    """The last `message_delta` usage of a recorded stream: what the provider billed."""
+    text = gzip.decompress((turn_dir / "response.sse").read_bytes()).decode()
+    usage: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line.startswith("data:") and '"message_delta"' in line:
+            usage = json.loads(line[5:])["usage"]
+    return usage
+
+
+def _recorded_tool_calls() -> tuple[int, int]:
+    """(tool_use blocks across the responses, tool_results marked is_error in the requests)."""
+    calls, errors = 0, set()
+    for turn_dir in sorted(p for p in RECORDING.iterdir() if p.is_dir()):
+        text = gzip.decompress((turn_dir / "response.sse").read_bytes()).decode()
+        calls += text.count('"content_block":{"type":"tool_use"')
+        body = json.loads(
+            base64.b64decode(json.loads((turn_dir / "request.json").read_text())["body_b64"])
+        )
+        for message in body["messages"]:
+            for block in message["content"] if isinstance(message["content"], list) else []:
+                if block.get("type") == "tool_result" and block.get("is_error"):
+                    errors.add(block["tool_use_id"])
+    return calls, len(errors)
+
+
+async def _replay(url: str) -> None:
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        for turn in TURNS:
+            async with http.post(
+                url + "/v1/messages?beta=true", headers=turn.request_headers, data=turn.request_body
+            ) as resp:
+                await resp.read()
+
+
+@pytest.fixture(scope="module")
+def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    tmp = tmp_path_factory.mktemp("recorded")
+    with FakeProvider(RECORDING) as fake:
+        settings = settings_for(fake, tmp)
+        with ServiceThread(settings) as service:
+            asyncio.run(_replay(service.url))
+            stored(service).close()
+    return settings.db
+
+
+def _json(*args: str) -> Any:
+    return json.loads(cli(*args).stdout)
+
+
+def test_one_session_with_the_harness_title_and_recorded_totals(recorded_db: Path) -> None:
+    sessions = _json("sessions", "--db", str(recorded_db), "--json")
+    assert len(sessions) == 1
+    s = sessions[0]
+    calls, errors = _recorded_tool_calls()
+    assert (calls, errors) == (25, 5)  # what the recording holds
+    assert s["harness"] == "claude-code"
+    assert s["harness_session_id"] == SESSION_ID
+    assert s["title"] == "Run generate-claude-fixture skill"  # from the title side call
+    assert s["turns"] == 17
+    assert s["threads"] == 2
+    assert (s["tool_calls"], s["tool_errors"]) == (calls, errors)
+    assert s["models"] == ["claude-sonnet-4-6"]
+
+    usages = [_final_usage(d) for d in sorted(p for p in RECORDING.iterdir() if p.is_dir())]
+    assert s["input_tokens"] == sum(
+        u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
+        for u in usages
+    )
+    assert s["cache_read_tokens"] == sum(u["cache_read_input_tokens"] for u in usages)
+    assert s["cache_write_tokens"] == sum(u["cache_creation_input_tokens"] for u in usages)
+    assert s["output_tokens"] == sum(u["output_tokens"] for u in usages)
+    assert s["cost_usd"] is not None and s["cost_usd"] > 0
+    assert s["started_at"] <= s["ended_at"]
+
+
+def test_show_gives_turns_threads_and_linked_tool_calls(recorded_db: Path) -> None:
+    # Named by the harness's session id, and by a prefix of tapewire's own id.
+    detail = _json("show", SESSION_ID, "--db", str(recorded_db), "--json")
+    by_prefix = _json("show", detail["session"]["id"][:8], "--db", str(recorded_db), "--json")
+    assert by_prefix == detail
+    turns = detail["turns"]
+    assert len(turns) == 17
+    assert [t["started_at"] for t in turns] == sorted(t["started_at"] for t in turns)
+    kinds = [t["kind"] for t in turns]
+    assert kinds.count("side") == 1 and kinds[0] == "side"  # Claude Code's title call
+    assert kinds.count("subagent") == 2
+    assert kinds.count("main") == 14
+    assert {t["thread"] for t in turns if t["kind"] == "side"} == {None}
+    assert len({t["thread"] for t in turns if t["kind"] != "side"}) == 2
+
+    calls = [c for t in turns for c in t["tool_calls"]]
+    assert len(calls) == 25
+    assert all(c["answered"] and c["result"] is not None for c in calls)
+    assert sum(bool(c["is_error"]) for c in calls) == 5
+    assert all(c["latency_ms"] is not None and c["latency_ms"] >= 0 for c in calls)
+
+    # Each conversation turn after a thread's first shows only what is new: the user message
+    # carrying the tool results. The resent assistant message resolved to the earlier
+    # response's node, or it would show up here again.
+    first_of_thread: set[str] = set()
+    for t in turns:
+        if t["thread"] is None:
+            continue
+        if t["thread"] in first_of_thread:
+            assert [m["role"] for m in t["input"]] == ["user"], t["exchange_id"]
+        first_of_thread.add(t["thread"])
+    for t in turns:
+        for u, usage in ((t["usage"], t["usage"]),):
+            assert u["input_tokens"] >= (usage["cache_read_tokens"] or 0)
+
+    # The subagent was spawned by the main thread's Agent tool call.
+    sub = next(th for th in detail["threads"] if th["kind"] == "subagent")
+    spawner = next(c for c in calls if c["id"] == sub["spawned_by"])
+    assert spawner["name"] == "Agent"
+
+
+def test_shared_prefix_is_stored_once(recorded_db: Path) -> None:
+    """Nodes grow with the conversation, not with its square: the main thread's last request
+    resends 27 messages, yet the whole session holds one node per distinct message."""
+    import sqlite3
+
+    last_main = json.loads(TURNS[-1].request_body)
+    sub = json.loads(TURNS[10].request_body)
+    title = json.loads(TURNS[0].request_body)
+    # (system + messages + final response) per conversation
+    expected = (1 + len(last_main["messages"]) + 1) + (1 + len(sub["messages"]) + 1) + (1 + 1 + 1)
+    conn = sqlite3.connect(recorded_db)
+    try:
+        assert conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == expected
+        assert len(title["messages"]) == 1
+    finally:
+        conn.close()
+
+
+def test_verify_passes_and_rederive_gives_the_same_ids(recorded_db: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(recorded_db, copy)
+    assert _json("verify", "--db", str(copy), "--json")["ok"] is True
+
+    def snapshot() -> dict[str, list[Any]]:
+        conn = sqlite3.connect(copy)
+        try:
+            return {
+                table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+                for table in ("nodes", "sessions", "threads", "turns", "tool_calls")
+            }
+        finally:
+            conn.close()
+
+    before = snapshot()
+    cli("rederive", "--db", str(copy))
+    assert snapshot() == before
+
+    # A node whose content changed no longer hashes to its id: verify says which.
+    conn = sqlite3.connect(copy)
+    nid = conn.execute("SELECT id FROM nodes WHERE role = 'user' LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE nodes SET content = '[]' WHERE id = ?", (nid,))
+    conn.commit()
+    conn.close()
+    result = cli("verify", "--db", str(copy), "--json", check=False)
+    assert result.returncode == 1
+    assert any(nid in p for p in json.loads(result.stdout)["problems"])
