@@ -113,6 +113,67 @@ def build(store_path: Path, turns: int, target_context: int) -> int:
     return wire
 
 
+RECORDING = (
+    Path(__file__).resolve().parent.parent / "tests/fixtures/recordings/claude-20260727-019fa57e"
+)
+
+
+def recording_store_size(tmp: Path) -> dict[str, object]:
+    """The 17 recorded Claude Code turns stored and derived: the whole file against the wire."""
+    import base64
+
+    store_path = tmp / "recording.db"
+    store = open_store(store_path)
+    wire = 0
+    batch = Batch()
+    for i, turn in enumerate(sorted(p for p in RECORDING.iterdir() if p.is_dir())):
+        request = json.loads((turn / "request.json").read_text())
+        meta = json.loads((turn / "meta.json").read_text())
+        body = base64.b64decode(request["body_b64"])
+        response = (turn / "response.sse").read_bytes()
+        wire += len(body) + len(response)
+        headers = [(k, v) for k, v in request["headers"]]
+        ex_id = new_id()
+        evidence = Evidence(
+            claude_session=dict((k.lower(), v) for k, v in headers).get("x-claude-code-session-id"),
+            claude_agent=dict((k.lower(), v) for k, v in headers).get("x-claude-code-agent-id"),
+        )
+        batch.begins.append(Exchange(
+            id=ex_id, run_id="bench", started_at=1000.0 + i, method="POST",
+            path="/v1/messages?beta=true", upstream="anthropic", upstream_url="http://127.0.0.1",
+            provider="anthropic", request_headers=headers, request_body=body,
+            request_size=len(body), evidence=evidence, recorder="bench",
+        ))  # fmt: skip
+        batch.ends.append(ExchangeEnd(
+            id=ex_id, status=int(meta["status"]),
+            response_headers=[(k, v) for k, v in meta["response_headers"]],
+            response_body=response, response_truncated=False, response_size=len(response),
+            upstream_headers_at=1000.1 + i, first_byte_at=1000.2 + i, last_byte_at=1000.5 + i,
+            outcome=Outcome.COMPLETE, error=None,
+        ))  # fmt: skip
+    store.write(batch)
+    raw = _file_size(store)
+    Deriver(store).derive_ids(store.derive_order())
+    total = _file_size(store)
+    store.close()
+    return {
+        "recording_wire_bytes": wire,
+        "recording_store_bytes_raw_only": raw,
+        "recording_store_bytes": total,
+        "recording_store_share_of_wire": round(total / wire, 4),
+    }
+
+
+def _file_size(store: object) -> int:
+    """Bytes the database holds once its write-ahead log is folded in."""
+    conn = store.conn  # type: ignore[attr-defined]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,6 +215,7 @@ def main() -> None:
             "turns_derived": sessions[0]["turns"] if sessions else 0,
             "tool_calls": sessions[0]["tool_calls"] if sessions else 0,
         }
+        result.update(recording_store_size(Path(tmp)))
         print(json.dumps(result, indent=2))
 
 

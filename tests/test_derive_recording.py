@@ -189,3 +189,25 @@ def test_verify_passes_and_rederive_gives_the_same_ids(recorded_db: Path, tmp_pa
     result = cli("verify", "--db", str(copy), "--json", check=False)
     assert result.returncode == 1
     assert any(nid in p for p in json.loads(result.stdout)["problems"])
+
+
+def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db: Path) -> None:
+    from tapewire.store import open_store
+
+    store = open_store(recorded_db, readonly=True)
+    try:
+        kinds = {kind for _, kind in store.search_nodes('"generate claude fixture"', limit=500)}
+        assert {"prompt", "tool_arguments"} <= kinds
+        title = store.search_nodes("title", limit=500)
+        assert title  # the title call's prompt and answer
+        nodes = store.node_rows([n for n, _ in store.search_nodes("Agent", limit=500)])
+        assert any(
+            p.get("type") == "tool_call" and p.get("name") == "Agent"
+            for n in nodes.values()
+            for p in n["content"]
+        )
+        results = store.search_nodes("error", limit=500)
+        assert "tool_result" in {kind for _, kind in results}
+        assert store.search_nodes("zzzqqqnotthere") == []
+    finally:
+        store.close()

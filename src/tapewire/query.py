@@ -64,6 +64,22 @@ def _first_prompt(store: Store, session: str) -> str | None:
     return None
 
 
+def _result(node: dict[str, Any] | None, call_id: str) -> str | None:
+    """A tool's result as text, from the message node that carried it."""
+    if node is None:
+        return None
+    for part in node["content"]:
+        if part.get("type") == "tool_result" and part.get("id") == call_id:
+            pieces = []
+            for p in part.get("content") or []:
+                if p.get("text") is not None:
+                    pieces.append(p["text"])
+                elif p.get("type") == "image":
+                    pieces.append("[image]")
+            return "\n".join(pieces)
+    return None
+
+
 def session_detail(store: Store, session: str) -> dict[str, Any]:
     """The session's summary and its turns in time order."""
     summary = store.session_rows(ids=[session])
@@ -78,6 +94,7 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
     for call in calls:
         calls_by_exchange.setdefault(call["call_exchange"], []).append(call)
     wanted = [n for t in turns for n in t["input_nodes"] + t["response_nodes"][:1]]
+    wanted += [c["result_node"] for c in calls if c["result_node"]]
     nodes = store.node_rows(wanted)
     out = []
     for t in turns:
@@ -106,7 +123,7 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
                     "id": c["id"],
                     "name": c["name"],
                     "arguments": c["arguments"],
-                    "result": c["result"],
+                    "result": _result(nodes.get(c["result_node"]), c["id"]),
                     "is_error": c["is_error"],
                     "answered": c["result_exchange"] is not None,
                     "latency_ms": round((c["answered_at"] - c["asked_at"]) * 1000, 3)

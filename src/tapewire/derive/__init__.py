@@ -218,17 +218,14 @@ class Deriver:
         for (_, _, nid), message in zip(chain[start:], new_messages, strict=True):
             for p in message.parts:
                 if p.type == "tool_result" and p.id:
-                    results.append(ToolResultRow(session_id, thread_id_, p.id, _result_text(p),
-                                                 p.is_error, row.id, nid, row.started_at))  # fmt: skip
+                    results.append(ToolResultRow(session_id, thread_id_, p.id, p.is_error,
+                                                 row.id, nid, row.started_at))  # fmt: skip
         if thread is not None and thread.kind == "subagent" and not seen:
             thread.spawned_by = self.store.spawning_call(session_id, _texts(new_messages))
 
-        documents = {}
         tools_doc = None
-        if turn.tools:
-            raw = orjson.dumps(turn.tools, option=orjson.OPT_SORT_KEYS)
-            tools_doc = _sha256(raw)
-            documents[tools_doc] = raw
+        if turn.tools:  # 100 KB for Claude Code: the raw body keeps them; a hash tells sets apart
+            tools_doc = _sha256(orjson.dumps(turn.tools, option=orjson.OPT_SORT_KEYS))
 
         price = self.prices.lookup(turn.response_model or turn.model or "", provider=row.provider)
         session = SessionRow(
@@ -266,7 +263,7 @@ class Deriver:
             cost_usd=cost(turn.usage, price),
             stream=turn.stream,
         )
-        return Derived(turn_row, session, thread, nodes, documents, calls, results, search)
+        return Derived(turn_row, session, thread, nodes, calls, results, search)
 
     # ---- helpers -------------------------------------------------------------------------
 

@@ -7,8 +7,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
-
 from tapewire.derive.nodes import node_id
 from tapewire.providers import api_for
 from tapewire.store import Store
@@ -46,7 +44,7 @@ def verify(store: Store, progress: Callable[[int], None] = lambda n: None) -> Re
     for nid, parent, role, content, depth in store.iter_nodes():
         report.nodes += 1
         depths[nid] = depth
-        if node_id(parent, role, orjson.loads(content)) != nid:
+        if node_id(parent, role, content) != nid:
             report.problems.append(f"node {nid}: its content no longer hashes to its id")
         if parent is not None:
             parents.append((nid, parent))

@@ -59,7 +59,6 @@ class ToolResultRow:
     session: str
     thread: str | None
     call_id: str
-    result: str
     is_error: bool | None
     result_exchange: str
     result_node: str
@@ -86,7 +85,7 @@ class TurnRow:
     request_node: str | None
     response_nodes: list[str]
     input_nodes: list[str]  # new since the thread's previous turn
-    tools_doc: str | None
+    tools_doc: str | None  # sha256 of the tool definitions; they stay in the raw body
     params: dict[str, Any]
     usage: Usage
     cost_usd: float | None
@@ -101,7 +100,6 @@ class Derived:
     session: SessionRow
     thread: ThreadRow | None
     nodes: list[NodeRow] = field(default_factory=list)
-    documents: dict[str, bytes] = field(default_factory=dict)  # id -> canonical JSON
     tool_calls: list[ToolCallRow] = field(default_factory=list)
     tool_results: list[ToolResultRow] = field(default_factory=list)
     search: list[tuple[str, str, str]] = field(default_factory=list)  # (node, kind, text)

@@ -79,16 +79,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             id TEXT PRIMARY KEY,          -- sha256 of RFC 8785 JSON of {parent, role, content}
             parent TEXT,
             role TEXT NOT NULL,
-            content TEXT NOT NULL,        -- the canonical parts, JSON
+            content BLOB NOT NULL,        -- the canonical parts: JSON, zstd when large
             depth INTEGER NOT NULL,
             exchange TEXT NOT NULL        -- the exchange that first carried it
         );
         CREATE INDEX nodes_parent ON nodes(parent);
-        CREATE TABLE documents (          -- content-addressed JSON (tool definitions)
-            id TEXT PRIMARY KEY,
-            codec TEXT NOT NULL,
-            data BLOB NOT NULL
-        );
         CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             key TEXT NOT NULL UNIQUE,
@@ -130,7 +125,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             response_node TEXT,           -- the first choice's
             response_nodes TEXT NOT NULL, -- JSON list, every choice
             input_nodes TEXT NOT NULL,    -- JSON list: new since the thread's previous turn
-            tools_doc TEXT,
+            tools_doc TEXT,               -- sha256 of the tool definitions (in the raw body)
             params TEXT NOT NULL,
             input_tokens INTEGER,
             output_tokens INTEGER,
@@ -155,8 +150,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             call_exchange TEXT NOT NULL,
             call_node TEXT NOT NULL,
             asked_at REAL,
-            result TEXT,
-            is_error INTEGER,
+            is_error INTEGER,             -- the result's text is in its node
             result_exchange TEXT,
             result_node TEXT,
             answered_at REAL,
@@ -164,15 +158,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX tool_calls_open ON tool_calls(session, call_id);
         CREATE INDEX tool_calls_session ON tool_calls(session, asked_at);
-        CREATE VIRTUAL TABLE search USING fts5(
-            text, node UNINDEXED, kind UNINDEXED, tokenize = 'unicode61'
+        CREATE TABLE search_rows (        -- what each full-text row is: the text is in its node
+            rowid INTEGER PRIMARY KEY,
+            node TEXT NOT NULL,
+            kind TEXT NOT NULL            -- prompt | response | thinking | tool_arguments | tool_result
         );
+        CREATE VIRTUAL TABLE search USING fts5(text, content = '', tokenize = 'unicode61');
         """,
     ),
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.
-DERIVED_TABLES = ("nodes", "documents", "sessions", "threads", "turns", "tool_calls", "search")
+DERIVED_TABLES = ("nodes", "sessions", "threads", "turns", "tool_calls", "search_rows")
 
 
 def ensure_table(conn: sqlite3.Connection) -> None:

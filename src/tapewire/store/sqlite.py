@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import zstandard
 
 from tapewire.model import Exchange, ExchangeEnd, Headers, Outcome, header_value
 from tapewire.store import Batch, ExchangeRow
@@ -55,6 +56,24 @@ def _headers_json(headers: Headers) -> str:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+_PACK_OVER = 512  # bytes of JSON worth compressing one node's content
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # JSON never starts with it
+
+
+def _pack(content: Any) -> bytes:
+    raw = orjson.dumps(content)
+    if len(raw) <= _PACK_OVER:
+        return raw
+    packed = zstandard.ZstdCompressor(level=6).compress(raw)
+    return packed if len(packed) < len(raw) else raw
+
+
+def unpack(data: bytes | str) -> Any:
+    if isinstance(data, bytes) and data.startswith(_ZSTD_MAGIC):
+        data = zstandard.ZstdDecompressor().decompress(data)
+    return orjson.loads(data)
 
 
 def _encoding(headers: Headers) -> str | None:
@@ -247,22 +266,22 @@ class SQLiteStore:
 
     def _write_derived(self, d: Derived) -> None:
         c = self.conn
-        searchable: dict[str, list[tuple[str, str, str]]] = {}
+        searchable: dict[str, list[tuple[str, str]]] = {}
         for node, kind, text in d.search:
-            searchable.setdefault(node, []).append((text, node, kind))
+            searchable.setdefault(node, []).append((kind, text))
         for n in d.nodes:
             inserted = c.execute(
                 "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                (n.id, n.parent, n.role, _dumps(n.content), n.depth, n.exchange),
+                (n.id, n.parent, n.role, _pack(n.content), n.depth, n.exchange),
             ).rowcount
             if inserted:  # content-addressed: a shared node is indexed once
-                c.executemany(
-                    "INSERT INTO search(text, node, kind) VALUES (?,?,?)", searchable.get(n.id, [])
-                )
-        for doc_id, raw in d.documents.items():
-            if not c.execute("SELECT 1 FROM documents WHERE id = ?", (doc_id,)).fetchone():
-                codec, payload = compress(raw, None)
-                c.execute("INSERT INTO documents VALUES (?,?,?)", (doc_id, codec, payload))
+                for kind, text in searchable.get(n.id, []):
+                    # Contentless: the index keeps no second copy of the text, which the
+                    # node already holds.
+                    rowid = c.execute(
+                        "INSERT INTO search_rows (node, kind) VALUES (?, ?)", (n.id, kind)
+                    ).lastrowid
+                    c.execute("INSERT INTO search (rowid, text) VALUES (?, ?)", (rowid, text))
         s = d.session
         c.execute(
             "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
@@ -305,11 +324,11 @@ class SQLiteStore:
         for res in d.tool_results:
             # The latest call of that id in the thread not yet answered by another request.
             c.execute(
-                "UPDATE tool_calls SET result = ?, is_error = ?, result_exchange = ?,"
+                "UPDATE tool_calls SET is_error = ?, result_exchange = ?,"
                 " result_node = ?, answered_at = ? WHERE rowid = (SELECT rowid FROM tool_calls"
                 " WHERE session = ? AND call_id = ? AND thread IS ? AND (result_exchange IS NULL"
                 " OR result_exchange = ?) ORDER BY asked_at DESC LIMIT 1)",
-                (res.result, None if res.is_error is None else int(res.is_error),
+                (None if res.is_error is None else int(res.is_error),
                  res.result_exchange, res.result_node, res.answered_at, res.session,
                  res.call_id, res.thread, res.result_exchange),
             )  # fmt: skip
@@ -320,6 +339,7 @@ class SQLiteStore:
         try:
             for table in DERIVED_TABLES:
                 c.execute(f"DELETE FROM {table}")
+            c.execute("INSERT INTO search (search) VALUES ('delete-all')")
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -389,7 +409,7 @@ class SQLiteStore:
         """The open tool call whose arguments hold a subagent's opening prompt."""
         wanted = {t.strip() for t in texts if t.strip()}
         for call_id, arguments in self.conn.execute(
-            "SELECT call_id, arguments FROM tool_calls WHERE session = ? AND result IS NULL"
+            "SELECT call_id, arguments FROM tool_calls WHERE session = ? AND result_exchange IS NULL"
             " ORDER BY asked_at DESC LIMIT 50",
             (session,),
         ):
@@ -619,15 +639,15 @@ class SQLiteStore:
                 chunk,
             ):
                 out[nid] = {"id": nid, "parent": parent, "role": role,
-                            "content": orjson.loads(content), "depth": depth}  # fmt: skip
+                            "content": unpack(content), "depth": depth}  # fmt: skip
         return out
 
     def tool_call_rows(self, session: str) -> list[dict[str, Any]]:
-        names = ("id", "thread", "name", "arguments", "call_exchange", "asked_at", "result",
+        names = ("id", "thread", "name", "arguments", "call_exchange", "asked_at", "result_node",
                  "is_error", "result_exchange", "answered_at")  # fmt: skip
         out = []
         for r in self.conn.execute(
-            "SELECT call_id, thread, name, arguments, call_exchange, asked_at, result, is_error,"
+            "SELECT call_id, thread, name, arguments, call_exchange, asked_at, result_node, is_error,"
             " result_exchange, answered_at FROM tool_calls WHERE session = ?"
             " ORDER BY asked_at, call_exchange, rowid",
             (session,),
@@ -638,11 +658,25 @@ class SQLiteStore:
             out.append(row)
         return out
 
+    def search_nodes(self, query: str, limit: int = 50) -> list[tuple[str, str]]:
+        """(node, kind) of the rows matching an FTS5 query, best first."""
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                "SELECT r.node, r.kind FROM search JOIN search_rows r ON r.rowid = search.rowid"
+                " WHERE search MATCH ? ORDER BY search.rank LIMIT ?",
+                (query, limit),
+            )
+        ]
+
     def blob_rows(self) -> Iterator[tuple[str, int]]:
         yield from self.conn.execute("SELECT id, size FROM blobs")
 
-    def iter_nodes(self) -> Iterator[tuple[str, str | None, str, str, int]]:
-        yield from self.conn.execute("SELECT id, parent, role, content, depth FROM nodes")
+    def iter_nodes(self) -> Iterator[tuple[str, str | None, str, Any, int]]:
+        for nid, parent, role, content, depth in self.conn.execute(
+            "SELECT id, parent, role, content, depth FROM nodes"
+        ):
+            yield nid, parent, role, unpack(content), depth
 
     def run_context(self, session: str) -> dict[str, Any] | None:
         r = self.conn.execute(
