@@ -20,6 +20,8 @@ import gzip
 import json
 import random
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -174,6 +176,35 @@ def _file_size(store: object) -> int:
     return int((pages - free) * size)
 
 
+def derive_only(path: Path) -> dict[str, object]:
+    store = open_store(path)
+    order = store.derive_order()
+    last = store.exchange(order[-1])
+    assert last is not None and last.request_body is not None
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    deriver = Deriver(store)
+    t = time.perf_counter()
+    deriver.derive_ids(order)
+    elapsed = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sessions = store.session_rows()
+    total = _file_size(store)
+    store.close()
+    return {
+        "turns": len(order),
+        "last_request_bytes": len(last.request_body),
+        "derive_seconds": round(elapsed, 2),
+        "turns_per_second": round(len(order) / elapsed, 1),
+        "peak_rss_mb": round(peak, 1),
+        "rss_before_derive_mb": round(rss_before, 1),
+        "derive_errors": deriver.errors,
+        "store_bytes_with_derived": total,
+        "sessions": len(sessions),
+        "turns_derived": sessions[0]["turns"] if sessions else 0,
+        "tool_calls": sessions[0]["tool_calls"] if sessions else 0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -182,39 +213,23 @@ def main() -> None:
     parser.add_argument(
         "--context", type=int, default=150_000, help="final context, bytes of messages"
     )
+    parser.add_argument("--derive-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.derive_only:
+        print(json.dumps(derive_only(args.derive_only)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         wire = build(path, args.turns, args.context)
         store = open_store(path)
-        order = store.derive_order()
-        last = store.exchange(order[-1])
-        assert last is not None and last.request_body is not None
-        raw_size = store.size_bytes()
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        deriver = Deriver(store)
-        t = time.perf_counter()
-        deriver.derive_ids(order)
-        elapsed = time.perf_counter() - t
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        sessions = store.session_rows()
+        raw_size = _file_size(store)
         store.close()
-        total = path.stat().st_size
-        result = {
-            "turns": len(order),
-            "last_request_bytes": len(last.request_body),
-            "derive_seconds": round(elapsed, 2),
-            "turns_per_second": round(len(order) / elapsed, 1),
-            "peak_rss_mb": round(peak, 1),
-            "rss_before_derive_mb": round(rss_before, 1),
-            "derive_errors": deriver.errors,
-            "wire_bytes": wire,
-            "store_bytes_raw_only": raw_size,
-            "store_bytes_with_derived": total,
-            "sessions": len(sessions),
-            "turns_derived": sessions[0]["turns"] if sessions else 0,
-            "tool_calls": sessions[0]["tool_calls"] if sessions else 0,
-        }
+        # Derive in a process of its own, as the ingest worker does, so its peak RSS is its own.
+        out = subprocess.run(
+            [sys.executable, __file__, "--derive-only", str(path)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        result = {"wire_bytes": wire, "store_bytes_raw_only": raw_size, **json.loads(out)}
         result.update(recording_store_size(Path(tmp)))
         print(json.dumps(result, indent=2))
 
