@@ -248,7 +248,7 @@ class Ingester:
                 # decoded and redacted, its undecodable tail lost, for a secret is never stored.
                 data, decoded = decode(data, encoding).data, True
             except DecodeError:
-                return data, False, 0  # undecodable: nothing we can scan; kept as sent
+                pass  # undecodable: scanned as it is, for a false label can hide plain text
         redacted, count = self.redactor.redact(data)
         return redacted, decoded, count
 
