@@ -43,6 +43,7 @@ class Settings:
     default_upstream: str = "openai"
     redact: bool = True
     redact_patterns: list[str] = field(default_factory=list)
+    prices: Path | None = None  # a price table over the bundled one
     extra_credential_headers: list[str] = field(default_factory=list)
     fsync_interval: float = 1.0
     exchange_cap: int = EXCHANGE_CAP
@@ -90,6 +91,7 @@ class Service:
             run=self.run_id,
             redact=settings.redact,
             redact_patterns=settings.redact_patterns,
+            prices=settings.prices,
         )
         proxy = Proxy(
             self.upstreams,

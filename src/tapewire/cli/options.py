@@ -20,6 +20,15 @@ def default_db() -> Path:
     return Path(platformdirs.user_data_dir("tapewire")) / "tapewire.db"
 
 
+def prices_option(f: F) -> F:
+    return click.option(
+        "--prices",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        envvar="TAPEWIRE_PRICES",
+        help="A price table of your own (JSON, as src/tapewire/data/prices.json), over the bundled one.",
+    )(f)
+
+
 def db_option(f: F) -> F:
     f = click.option(
         "--journal",
@@ -113,7 +122,7 @@ def proxy_options(f: F) -> F:
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return prices_option(f)
 
 
 def split_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -149,4 +158,5 @@ def settings_from(options: dict[str, Any]) -> Settings:
         inflight_cap=options["max_inflight_bytes"],
         fsync_interval=options["fsync_interval"],
         read_timeout=options["read_timeout"],
+        prices=options.get("prices"),
     )

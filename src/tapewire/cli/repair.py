@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
-from tapewire.cli.options import db_option
+from tapewire.cli.options import db_option, prices_option
 from tapewire.cli.output import console, emit_json
 from tapewire.derive import Deriver
 from tapewire.derive.verify import verify as verify_store
@@ -21,8 +21,7 @@ def _journal_dir(db: Path, journal: Path | None) -> Path:
 
 
 @click.command()
-@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              envvar="TAPEWIRE_PRICES", help="A price table of your own (JSON), over the bundled one.")  # fmt: skip
+@prices_option
 @db_option
 def rederive(prices: Path | None, db: Path, journal: Path | None) -> None:
     """Drop the derived layer (sessions, turns, nodes, tool calls, search) and rebuild it from

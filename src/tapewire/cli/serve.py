@@ -16,6 +16,7 @@ from tapewire.cli.options import (
     split_hostport,
 )
 from tapewire.journal.segments import JournalLocked
+from tapewire.pricing import PriceTable
 from tapewire.service import Service, new_loop
 
 
@@ -74,6 +75,7 @@ def serve(
     settings.grace = grace
     split_hostport(ui_listen, 8081)  # validated now; the read side arrives with its issue
     try:
+        PriceTable.load(settings.prices)  # a bad price file is said now, not in the worker's log
         service = Service(settings)
     except (JournalLocked, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -243,12 +243,11 @@ class Ingester:
         assert self.redactor is not None
         decoded = False
         if encoding and encoding.strip().lower() != "identity":
-            try:
-                # A salvaged (cut) stream is scanned too: if it held a secret it is stored
-                # decoded and redacted, its undecodable tail lost, for a secret is never stored.
+            # A salvaged (cut) stream is scanned too: if it held a secret it is stored decoded
+            # and redacted, its undecodable tail lost, for a secret is never stored. An
+            # undecodable body is scanned as it is: a false label can hide plain text.
+            with contextlib.suppress(DecodeError):
                 data, decoded = decode(data, encoding).data, True
-            except DecodeError:
-                pass  # undecodable: scanned as it is, for a false label can hide plain text
         redacted, count = self.redactor.redact(data)
         return redacted, decoded, count
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from tapewire.journal.ingest import Ingester, read_status
 from tapewire.journal.segments import list_segments
+from tapewire.pricing import PriceTable
 from tapewire.redact import Redactor
 from tapewire.store import open_store
 
@@ -39,6 +40,7 @@ class IngestWorker:
         run: str,
         redact: bool,
         redact_patterns: list[str],
+        prices: Path | None = None,
     ) -> None:
         self.directory = directory
         self.args = [
@@ -49,6 +51,8 @@ class IngestWorker:
             self.args.append("--no-redact")
         for pattern in redact_patterns:
             self.args += ["--redact-pattern", pattern]
+        if prices is not None:
+            self.args += ["--prices", str(prices)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parent", type=int, required=True)
     p.add_argument("--no-redact", action="store_true")
     p.add_argument("--redact-pattern", action="append", default=[])
+    p.add_argument("--prices", type=Path)
     args = p.parse_args(argv)
     # Under load the proxy comes first: the journal absorbs the backlog and this process
     # drains it when traffic eases (DESIGN.md, Load).
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         run=args.run,
         live_segment=live_segment,
         redactor=None if args.no_redact else Redactor(args.redact_pattern),
+        prices=PriceTable.load(args.prices),
     )
     with contextlib.suppress(KeyboardInterrupt):
         ingester.run(draining.is_set, abandon=orphaned)
