@@ -106,6 +106,12 @@ class Deriver:
                 log.exception("could not derive exchange %s", exchange_id)
         return done
 
+    def catch_up(self) -> int:
+        """Derive what the store holds underived (an older store, interrupted exchanges)."""
+        return self.derive_ids(
+            i for i, method, path in self.store.underived() if api_for(method, path)
+        )
+
     # ---- one exchange --------------------------------------------------------------------
 
     def derive(self, row: ExchangeRow) -> Derived | None:

@@ -164,6 +164,7 @@ class Ingester:
                 # Caught up with what earlier runs left: their open exchanges never end.
                 store.interrupt_stale(self.recorder, self.run_id)
                 self._stale_checked = True
+                self._deriver_for(store).catch_up()
             return 0
         if len(batch):
             store.write(batch)
@@ -176,9 +177,12 @@ class Ingester:
         return max(n, 1)
 
     def _derive(self, store: Store, ids: list[str]) -> None:
+        self._deriver_for(store).derive_ids(ids)
+
+    def _deriver_for(self, store: Store) -> Deriver:
         if self._deriver is None or self._deriver.store is not store:
             self._deriver = Deriver(store, self.prices)
-        self._deriver.derive_ids(ids)
+        return self._deriver
 
     def _delete_ingested(self, pos: Position) -> None:
         for seq in list_segments(self.directory):

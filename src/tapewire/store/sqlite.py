@@ -355,6 +355,18 @@ class SQLiteStore:
             )
         ]
 
+    def underived(self) -> list[tuple[str, str, str]]:
+        """(id, method, path) of ended exchanges with no turn, in the order they ended: those
+        stored before derivation existed, or ended by `interrupt_stale` rather than a record."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self.conn.execute(
+                "SELECT e.id, e.method, e.path FROM exchanges e LEFT JOIN turns t"
+                " ON t.exchange = e.id WHERE t.exchange IS NULL AND e.outcome != 'in_flight'"
+                " ORDER BY coalesce(e.last_byte_at, e.upstream_headers_at, e.started_at), e.id"
+            )
+        ]
+
     def response_owner(self, response_id: str) -> tuple[str, str | None, str | None] | None:
         r = self.conn.execute(
             "SELECT session, thread, response_node FROM turns WHERE response_id = ?"
@@ -522,7 +534,14 @@ class SQLiteStore:
         blob_bytes = c.execute(
             "SELECT coalesce(sum(size), 0), coalesce(sum(length(data)), 0) FROM blobs"
         ).fetchone()
+        derived = c.execute(
+            "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM turns),"
+            " (SELECT count(*) FROM nodes)"
+        ).fetchone()
         return {
+            "sessions": derived[0],
+            "turns": derived[1],
+            "nodes": derived[2],
             "exchanges": sum(outcomes.values()),
             "outcomes": outcomes,
             "drops": drops,
