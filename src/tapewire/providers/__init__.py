@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 import orjson
 
 from tapewire.content_encoding import DecodeError, decode
 from tapewire.model import Turn
+from tapewire.providers.parts import add_error, json_or_text
+
+__all__ = ["api_for", "json_or_text", "parse_exchange"]
 
 # Path endings, as the agent sent them (prefixes like /s/<session>/ or /anthropic/ included).
 _APIS: tuple[tuple[str, str], ...] = (
@@ -54,18 +56,14 @@ def _codec(api: str) -> ModuleType:
     }[api]
 
 
-def _add_error(turn: Turn, message: str) -> None:
-    turn.error = f"{turn.error}; {message}" if turn.error else message
-
-
 def decode_body(body: bytes, encoding: str | None, turn: Turn, what: str) -> bytes | None:
     try:
         result = decode(body, encoding)
     except DecodeError as e:
-        _add_error(turn, f"{what} body: {e}")
+        add_error(turn, f"{what} body: {e}")
         return None
     if result.truncated:
-        _add_error(turn, f"{what} body: {encoding} stream cut short; read what arrived")
+        add_error(turn, f"{what} body: {encoding} stream cut short; read what arrived")
     return result.data
 
 
@@ -112,24 +110,24 @@ def parse_exchange(
     if raw is None:
         pass
     elif not raw:
-        _add_error(turn, "request body is empty")
+        add_error(turn, "request body is empty")
     else:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             body = None
-            _add_error(turn, f"request body is not JSON: {e}")
+            add_error(turn, f"request body is not JSON: {e}")
         if isinstance(body, dict):
             _guard(turn, lambda: codec.parse_request(body, turn), "request")
         elif body is not None:
-            _add_error(turn, "request body is not a JSON object")
+            add_error(turn, "request body is not a JSON object")
     if response_body is None:
         return turn
     data = decode_body(response_body, response_encoding, turn, "response")
     if data is None:
         return turn
     if status is not None and status >= 400:
-        _add_error(turn, f"HTTP {status}: {error_message(data) or 'no error body'}")
+        add_error(turn, f"HTTP {status}: {error_message(data) or 'no error body'}")
         return turn
     streamed = is_streamed(data, response_content_type)
     _guard(turn, lambda: codec.parse_response(data, turn, streamed), "response")
@@ -141,13 +139,4 @@ def _guard(turn: Turn, step: Callable[[], None], what: str) -> None:
     try:
         step()
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, json.JSONDecodeError) as e:
-        _add_error(turn, f"{what} not understood: {type(e).__name__}: {e}")
-
-
-def json_or_text(text: str) -> Any:
-    """Tool arguments: parsed where they parse (so whitespace never changes a node's id), else
-    the string as sent."""
-    try:
-        return orjson.loads(text) if text.strip() else {}
-    except orjson.JSONDecodeError:
-        return text
+        add_error(turn, f"{what} not understood: {type(e).__name__}: {e}")

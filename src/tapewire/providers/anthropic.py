@@ -7,15 +7,13 @@ usage readers, so the two give the same Turn by construction.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from tapewire.model import Message, Part, Turn, Usage
+from tapewire.providers.parts import add_error, digest, json_object
 from tapewire.providers.sse import events
 
 # Request fields the Turn keeps in their own slots; every other top-level field is a param.
@@ -25,10 +23,6 @@ _OWN_FIELDS = frozenset({"model", "messages", "system", "tools", "stream"})
 # hints, not content; citations are not kept either, because a stream sends them as
 # citations_delta events this codec does not assemble, and the plain form must give the same Turn.
 _TRANSPORT_FIELDS = frozenset({"cache_control", "caller", "citations"})
-
-
-def _add_error(turn: Turn, message: str) -> None:
-    turn.error = f"{turn.error}; {message}" if turn.error else message
 
 
 # ---- requests ------------------------------------------------------------------------------
@@ -50,12 +44,12 @@ def _messages(value: Any, turn: Turn, defaults: _Defaults) -> list[Message]:
     if value is None:
         return []
     if not isinstance(value, list):
-        _add_error(turn, "request messages is not a list")
+        add_error(turn, "request messages is not a list")
         return []
     out: list[Message] = []
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            _add_error(turn, f"request message {i} is not an object")
+            add_error(turn, f"request message {i} is not an object")
             continue
         role = item.get("role")
         out.append(
@@ -75,7 +69,7 @@ def _content(value: Any, turn: Turn, defaults: _Defaults) -> list[Part]:
         return [Part(type="text", text=value)]
     if isinstance(value, list):
         return [_part(block, defaults) for block in value]
-    _add_error(turn, f"content of type {type(value).__name__} not understood")
+    add_error(turn, f"content of type {type(value).__name__} not understood")
     return [Part(type="other", data=value)]
 
 
@@ -201,14 +195,7 @@ def _other_data(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _digest(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        raw = base64.b64decode(value)
-    except (binascii.Error, ValueError):
-        # Not valid base64: hash the text as sent so the id is still stable.
-        raw = value.encode("utf-8", "replace")
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return digest(value) if isinstance(value, str) else None
 
 
 def _str(value: Any) -> str | None:
@@ -220,20 +207,16 @@ def _str(value: Any) -> str | None:
 
 def parse_response(body: bytes, turn: Turn, streamed: bool) -> None:
     if not body.strip():
-        _add_error(turn, "response body is empty")
+        add_error(turn, "response body is empty")
         return
     if streamed:
         _parse_stream(body, turn)
         return
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        _add_error(turn, f"response body is not JSON: {e}")
+    message = json_object(body, turn)
+    if message is None:
         return
-    if not isinstance(message, dict):
-        _add_error(turn, "response body is not a JSON object")
-    elif message.get("type") == "error":
-        _add_error(turn, _error_text(message.get("error")))
+    if message.get("type") == "error":
+        add_error(turn, _error_text(message.get("error")))
     else:
         _apply_message(message, turn)
 
@@ -326,7 +309,7 @@ def _parse_input(text: str, block: dict[str, Any], turn: Turn) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
-        _add_error(turn, f"{block.get('type')} {block.get('id')}: input is not valid JSON")
+        add_error(turn, f"{block.get('type')} {block.get('id')}: input is not valid JSON")
         return text
 
 
@@ -346,13 +329,13 @@ def _parse_stream(body: bytes, turn: Turn) -> None:
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            _add_error(turn, f"malformed SSE data in {name or 'unnamed'} event: {data[:80]!r}")
+            add_error(turn, f"malformed SSE data in {name or 'unnamed'} event: {data[:80]!r}")
             continue
         if isinstance(event, dict):
             _apply_event(event, name, state, turn)
     if not state.started and not state.blocks:
         if not state.stopped:
-            _add_error(turn, "stream ended before message_start")
+            add_error(turn, "stream ended before message_start")
         return
     message = dict(state.message)
     message["content"] = [state.blocks[i].finish(turn) for i in sorted(state.blocks)]
@@ -361,7 +344,7 @@ def _parse_stream(body: bytes, turn: Turn) -> None:
     message["usage"] = state.usage
     _apply_message(message, turn)
     if not state.stopped:
-        _add_error(turn, "stream ended before message_stop")
+        add_error(turn, "stream ended before message_stop")
 
 
 def _apply_event(event: dict[str, Any], name: str | None, state: _Stream, turn: Turn) -> None:
@@ -390,7 +373,7 @@ def _apply_event(event: dict[str, Any], name: str | None, state: _Stream, turn: 
     elif kind == "message_stop":
         state.stopped = True
     elif kind == "error":
-        _add_error(turn, _error_text(event.get("error")))
+        add_error(turn, _error_text(event.get("error")))
     # ping and event types added later carry nothing a Turn holds.
 
 
@@ -400,7 +383,7 @@ def _apply_delta(event: dict[str, Any], state: _Stream, turn: Turn) -> None:
         return
     block = state.blocks.get(index) if index is not None else None
     if block is None:
-        _add_error(turn, f"content_block_delta for block {index} that never started")
+        add_error(turn, f"content_block_delta for block {index} that never started")
         return
     kind = delta.get("type")
     if kind == "text_delta":

@@ -16,24 +16,17 @@ Wire facts this codec relies on (Ollama docs/api.md and api/types.go):
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from tapewire.model import Message, Part, Turn, Usage
-from tapewire.providers import json_or_text
+from tapewire.providers.parts import add_error, digest, json_or_text
 
 # Request fields that have a place of their own in a Turn; all others go to turn.params.
 _CHAT_FIELDS = frozenset({"model", "messages", "tools", "stream"})
 _GENERATE_FIELDS = frozenset({"model", "prompt", "system", "images", "stream"})
-
-
-def _add_error(turn: Turn, message: str) -> None:
-    turn.error = f"{turn.error}; {message}" if turn.error else message
 
 
 def _call_id(k: int) -> str:
@@ -65,12 +58,12 @@ def _parse_chat_request(body: dict[str, Any], turn: Turn) -> None:
     if messages is None:
         return
     if not isinstance(messages, list):
-        _add_error(turn, "request messages is not a list")
+        add_error(turn, "request messages is not a list")
         return
     results_since_assistant = 0
     for raw in messages:
         if not isinstance(raw, dict):
-            _add_error(turn, "request message is not a JSON object")
+            add_error(turn, "request message is not a JSON object")
             continue
         role = raw.get("role")
         if role == "assistant":
@@ -146,11 +139,7 @@ def _image_parts(images: Any) -> list[Part]:
 def _image(image: Any) -> Part:
     if not isinstance(image, str):
         return Part(type="other", name="image", data=image)
-    try:
-        raw = base64.b64decode(image)
-    except (binascii.Error, ValueError):
-        raw = image.encode("utf-8", "replace")  # not base64: hash what was sent, never keep it
-    return Part(type="image", data="sha256:" + hashlib.sha256(raw).hexdigest())
+    return Part(type="image", data=digest(image))
 
 
 def _tool_calls(calls: Any) -> list[Part]:
@@ -213,9 +202,7 @@ def parse_response(body: bytes, turn: Turn, streamed: bool) -> None:
     if acc.seen:
         turn.outputs = [acc.message()]
     if not acc.done and not acc.failed:  # an error line already says why it ended
-        _add_error(
-            turn, "stream ended before done:true" if streamed else "response lacks done:true"
-        )
+        add_error(turn, "stream ended before done:true" if streamed else "response lacks done:true")
 
 
 def _chunks(body: bytes, turn: Turn, streamed: bool) -> list[dict[str, Any]]:
@@ -229,7 +216,7 @@ def _chunks(body: bytes, turn: Turn, streamed: bool) -> list[dict[str, Any]]:
         else:
             if isinstance(whole, dict):
                 return [whole]
-            _add_error(turn, "response body is not a JSON object")
+            add_error(turn, "response body is not a JSON object")
             return []
     chunks: list[dict[str, Any]] = []
     for number, line in enumerate(body.splitlines(), start=1):
@@ -238,14 +225,14 @@ def _chunks(body: bytes, turn: Turn, streamed: bool) -> list[dict[str, Any]]:
         try:
             chunk = orjson.loads(line)
         except orjson.JSONDecodeError as e:
-            _add_error(turn, f"response line {number} is not JSON: {e}")
+            add_error(turn, f"response line {number} is not JSON: {e}")
             continue
         if isinstance(chunk, dict):
             chunks.append(chunk)
         else:
-            _add_error(turn, f"response line {number} is not a JSON object")
+            add_error(turn, f"response line {number} is not a JSON object")
     if not chunks and not turn.error:
-        _add_error(turn, "response body is empty")
+        add_error(turn, "response body is empty")
     return chunks
 
 
@@ -253,7 +240,7 @@ def _apply(chunk: dict[str, Any], acc: _Assembly, turn: Turn) -> None:
     error = chunk.get("error")
     if error is not None:
         acc.failed = True
-        _add_error(turn, error if isinstance(error, str) else orjson.dumps(error).decode())
+        add_error(turn, error if isinstance(error, str) else orjson.dumps(error).decode())
         return
     acc.seen = True
     model = chunk.get("model")

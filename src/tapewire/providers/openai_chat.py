@@ -7,17 +7,14 @@ then read by the same function, so both forms give the same parts by constructio
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from tapewire.model import Message, Part, Turn, Usage
-from tapewire.providers import error_message, json_or_text
+from tapewire.providers import error_message
+from tapewire.providers.parts import add_error, digest, json_object, json_or_text
 from tapewire.providers.sse import events
 
 # Request fields that have a home of their own on the Turn; every other one is a param.
@@ -27,10 +24,6 @@ _OWN_FIELDS = frozenset({"model", "messages", "tools", "stream"})
 # OpenRouter and newer vLLM: reasoning). OpenAI itself never returns reasoning text here.
 # Some servers send both with the same text, so only the first one present is read.
 _REASONING_KEYS = ("reasoning_content", "reasoning")
-
-
-def _add_error(turn: Turn, message: str) -> None:
-    turn.error = f"{turn.error}; {message}" if turn.error else message
 
 
 # ---- request -------------------------------------------------------------------------------
@@ -48,13 +41,13 @@ def parse_request(body: dict[str, Any], turn: Turn) -> None:
         turn.params["tools"] = tools
     messages = body.get("messages")
     if not isinstance(messages, list):
-        _add_error(turn, "request has no messages list")
+        add_error(turn, "request has no messages list")
         return
     for i, raw in enumerate(messages):
         if isinstance(raw, dict):
             turn.messages.append(_request_message(raw))
         else:
-            _add_error(turn, f"messages[{i}] is not an object")
+            add_error(turn, f"messages[{i}] is not an object")
 
 
 def _request_message(raw: dict[str, Any]) -> Message:
@@ -132,7 +125,7 @@ def _image_part(image: Any) -> Part:
         return Part(type="other", name="image_url", data=image)
     if url.startswith("data:"):
         media_type = url[5:].partition(",")[0].partition(";")[0]
-        return Part(type="image", media_type=media_type or None, data=_digest(url))
+        return Part(type="image", media_type=media_type or None, data=digest(url))
     return Part(type="image", data=url)
 
 
@@ -140,21 +133,8 @@ def _digest_field(block: dict[str, Any], key: str, name: str) -> dict[str, Any]:
     """The block with its inline base64 payload replaced by a digest: never keep the bytes."""
     inner = block.get(key)
     if isinstance(inner, dict) and isinstance(inner.get(name), str):
-        return {**block, key: {**inner, name: _digest(inner[name])}}
+        return {**block, key: {**inner, name: digest(inner[name])}}
     return block
-
-
-def _digest(value: str) -> str:
-    """sha256 of inline data's decoded bytes: a data: URL or a bare base64 string."""
-    payload, is_base64 = value, True
-    if value.startswith("data:"):
-        header, _, payload = value.partition(",")
-        is_base64 = header.endswith(";base64")
-    try:
-        raw = base64.b64decode(payload) if is_base64 else unquote_to_bytes(payload)
-    except (binascii.Error, ValueError):
-        raw = value.encode()  # not decodable: still identify it, by what was sent
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 # ---- assistant messages (request echo, plain response, rebuilt stream) ---------------------
@@ -224,16 +204,11 @@ def parse_response(body: bytes, turn: Turn, streamed: bool) -> None:
 
 
 def _parse_plain(body: bytes, turn: Turn) -> None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        _add_error(turn, f"response body is not JSON: {e}")
-        return
-    if not isinstance(data, dict):
-        _add_error(turn, "response body is not a JSON object")
+    data = json_object(body, turn)
+    if data is None:
         return
     if data.get("error"):
-        _add_error(turn, error_message(body) or "error in response body")
+        add_error(turn, error_message(body) or "error in response body")
         return
     _take_ids(turn, data)
     usage = data.get("usage")
@@ -241,7 +216,7 @@ def _parse_plain(body: bytes, turn: Turn) -> None:
         turn.usage = _usage(usage)
     choices = data.get("choices")
     if not isinstance(choices, list):
-        _add_error(turn, "response has no choices list")
+        add_error(turn, "response has no choices list")
         return
     ordered = sorted(
         (c for c in choices if isinstance(c, dict)), key=lambda c: _index(c, len(choices))
@@ -249,7 +224,7 @@ def _parse_plain(body: bytes, turn: Turn) -> None:
     for choice in ordered:
         message = choice.get("message")
         if not isinstance(message, dict):
-            _add_error(turn, f"choice {choice.get('index')} has no message")
+            add_error(turn, f"choice {choice.get('index')} has no message")
             message = {}
         role = message.get("role")
         turn.outputs.append(
@@ -389,7 +364,7 @@ def _parse_stream(body: bytes, turn: Turn) -> None:
     if choices:
         turn.stop_reason = choices[min(choices)].finish_reason
     if not done:
-        _add_error(turn, "stream ended before [DONE]")
+        add_error(turn, "stream ended before [DONE]")
 
 
 def _apply_chunk(
@@ -398,13 +373,13 @@ def _apply_chunk(
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        _add_error(turn, f"malformed chunk: {data[:120]!r}")
+        add_error(turn, f"malformed chunk: {data[:120]!r}")
         return
     if not isinstance(chunk, dict):
-        _add_error(turn, f"chunk is not a JSON object: {data[:120]!r}")
+        add_error(turn, f"chunk is not a JSON object: {data[:120]!r}")
         return
     if chunk.get("error") or event == "error":
-        _add_error(turn, f"stream error: {error_message(data.encode()) or data[:500]}")
+        add_error(turn, f"stream error: {error_message(data.encode()) or data[:500]}")
         return
     _take_ids(turn, chunk)
     usage = chunk.get("usage")

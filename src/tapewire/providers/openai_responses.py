@@ -33,18 +33,14 @@ types it lists; Codex's codex-rs/protocol/src/models.rs for what the agent resen
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from tapewire.model import Message, Part, Turn, Usage
-from tapewire.providers import json_or_text
+from tapewire.providers.parts import add_error, digest, json_object, json_or_text
 from tapewire.providers.sse import events
 
 # Request fields that have a place of their own in a Turn; all others go to turn.params.
@@ -58,32 +54,15 @@ _CLIENT_ITEMS = frozenset({"item_reference", "mcp_approval_response", "compactio
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
 
-def _add_error(turn: Turn, message: str) -> None:
-    turn.error = f"{turn.error}; {message}" if turn.error else message
-
-
 # ---- content parts ------------------------------------------------------------------------
-
-
-def _sha256_of_base64(b64: str) -> str:
-    try:
-        raw = base64.b64decode(b64, validate=False)
-    except (binascii.Error, ValueError):
-        raw = b64.encode()  # not base64 after all: still never store it, only its digest
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _image_part(url: str) -> Part:
     """An image by URL; a data: URL becomes its media type and the digest of its bytes."""
     if not url.startswith("data:"):
         return Part(type="image", data=url)
-    header, _, payload = url[5:].partition(",")
-    media_type, *flags = header.split(";")
-    if "base64" in flags:
-        data = _sha256_of_base64(payload)
-    else:
-        data = "sha256:" + hashlib.sha256(unquote_to_bytes(payload)).hexdigest()
-    return Part(type="image", media_type=media_type or None, data=data)
+    media_type = url[5:].partition(",")[0].split(";")[0]
+    return Part(type="image", media_type=media_type or None, data=digest(url))
 
 
 def _content_part(part: Any) -> Part:
@@ -106,9 +85,7 @@ def _content_part(part: Any) -> Part:
     file_data = data.get("file_data")
     if isinstance(file_data, str):  # input_file inline (a data: URL or bare base64): digest only
         data["file_data"] = (
-            _image_part(file_data).data
-            if file_data.startswith("data:")
-            else _sha256_of_base64(file_data)
+            _image_part(file_data).data if file_data.startswith("data:") else digest(file_data)
         )
     return Part(type="other", name=str(kind), data=data)
 
@@ -264,7 +241,7 @@ def parse_request(body: dict[str, Any], turn: Turn) -> None:
     elif isinstance(items, list):
         turn.messages = _input_messages(items)
     elif items is not None:
-        _add_error(turn, f"request input is a {type(items).__name__}, not a string or a list")
+        add_error(turn, f"request input is a {type(items).__name__}, not a string or a list")
 
 
 # ---- response ------------------------------------------------------------------------------
@@ -274,16 +251,11 @@ def parse_response(body: bytes, turn: Turn, streamed: bool) -> None:
     if streamed:
         _parse_stream(body, turn)
         return
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        _add_error(turn, f"response body is not JSON: {e}")
-        return
-    if not isinstance(data, dict):
-        _add_error(turn, "response body is not a JSON object")
+    data = json_object(body, turn)
+    if data is None:
         return
     if "output" not in data and data.get("error"):  # an error body sent with a 2xx status
-        _add_error(turn, _error_text(data["error"]))
+        add_error(turn, _error_text(data["error"]))
         return
     _apply_response(data, turn)
     output = data.get("output")
@@ -302,7 +274,7 @@ def _apply_response(response: dict[str, Any], turn: Turn) -> None:
         turn.stop_reason = _stop_reason(status, response.get("incomplete_details"))
     error = response.get("error")
     if error:
-        _add_error(turn, _error_text(error))
+        add_error(turn, _error_text(error))
 
 
 def _apply_ids(response: dict[str, Any], turn: Turn) -> None:
@@ -452,7 +424,7 @@ def _on_event(kind: str, event: dict[str, Any], stream: _Stream, turn: Turn) -> 
     elif kind == "error":
         # {type: error, code, message, param}; older servers nest them under `error`
         nested = event.get("error")
-        _add_error(turn, _error_text(nested if isinstance(nested, dict) else event))
+        add_error(turn, _error_text(nested if isinstance(nested, dict) else event))
     else:
         item = stream.item(event)
         if item is not None:
@@ -476,7 +448,7 @@ def _parse_stream(body: bytes, turn: Turn) -> None:
         if stream.final is not None:
             break
     if stream.malformed:
-        _add_error(turn, f"{stream.malformed} malformed SSE event(s) skipped")
+        add_error(turn, f"{stream.malformed} malformed SSE event(s) skipped")
     _finish_stream(stream, turn)
 
 
@@ -485,7 +457,7 @@ def _finish_stream(stream: _Stream, turn: Turn) -> None:
     final = stream.final
     if final is None:
         turn.outputs = [assembled] if assembled else []
-        _add_error(turn, "stream ended before response.completed")
+        add_error(turn, "stream ended before response.completed")
         return
     _apply_response(final, turn)
     if turn.stop_reason is None:  # a terminal event whose Response says nothing of its status
@@ -495,7 +467,7 @@ def _finish_stream(stream: _Stream, turn: Turn) -> None:
     # with an empty output, leaving the assembled items.
     message = _output_message(output) if isinstance(output, list) and output else assembled
     if message and assembled and _canonical(message) != _canonical(assembled):
-        _add_error(turn, "streamed output items differ from the final response.output")
+        add_error(turn, "streamed output items differ from the final response.output")
     turn.outputs = [message] if message else []
 
 
