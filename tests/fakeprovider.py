@@ -10,8 +10,12 @@ its own event loop, so synchronous SDK clients in the calling thread can talk to
 
 Routes: ``POST /v1/messages`` (Anthropic Messages; replays a loaded recording when the body
 matches a recorded turn byte for byte), ``POST /v1/chat/completions`` (OpenAI Chat
-Completions), ``POST /api/chat`` (Ollama). Failure modes are chosen per request with the
+Completions), ``POST /v1/responses`` (OpenAI Responses), ``POST /api/chat`` and
+``POST /api/generate`` (Ollama). Failure modes are chosen per request with the
 ``x-fake-scenario`` header (see `SCENARIOS`). Everything is deterministic.
+
+The model's answer: given tools, it calls the first one (``{"city": "Paris"}``), unless the
+request ends with a tool's result, which it answers with text, as a real model would.
 
 This module must not import tapewire: it stands in for the world outside the proxy.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import random
 import socket
@@ -233,7 +238,28 @@ def _first_tool_name(tools: object) -> str | None:
     if isinstance(function, dict) and isinstance(function.get("name"), str):
         return str(function["name"])  # OpenAI / Ollama shape
     name = tool.get("name")
-    return name if isinstance(name, str) else "tool"  # Anthropic shape
+    return name if isinstance(name, str) else "tool"  # Anthropic / Responses shape
+
+
+def _ends_with_tool_result(messages: object) -> bool:
+    """Whether a messages list ends with a tool's result: a role "tool" message (OpenAI Chat,
+    Ollama) or a user message holding tool_result blocks (Anthropic)."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    last = messages[-1]
+    if last.get("role") == "tool":
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+    )
+
+
+def _tool_to_call(req: dict[str, Any]) -> str | None:
+    """The tool the model calls in answer to this request, or None for a text answer."""
+    if _ends_with_tool_result(req.get("messages")):
+        return None
+    return _first_tool_name(req.get("tools"))
 
 
 # --------------------------------------------------------------------------- Anthropic
@@ -253,7 +279,7 @@ def _sse_event(event: str, data: object) -> bytes:
 
 def _anthropic_reply(req: dict[str, Any]) -> _Reply:
     model = req.get("model", "claude-fake")
-    tool = _first_tool_name(req.get("tools"))
+    tool = _tool_to_call(req)
     stop_reason = "tool_use" if tool else "end_turn"
     extra = [("request-id", "req_fake01"), ("anthropic-organization-id", "fake-org")]
     if not req.get("stream"):
@@ -328,7 +354,7 @@ def _openai_error(status: int, message: str, kind: str = "server_error") -> _Rep
 
 def _openai_reply(req: dict[str, Any]) -> _Reply:
     model = req.get("model", "gpt-fake")
-    tool = _first_tool_name(req.get("tools"))
+    tool = _tool_to_call(req)
     finish = "tool_calls" if tool else "stop"
     usage = {
         "prompt_tokens": INPUT_TOKENS,
@@ -405,21 +431,157 @@ def _openai_reply(req: dict[str, Any]) -> _Reply:
     return _Reply(200, headers, events, streaming=True)
 
 
+# --------------------------------------------------------------------------- OpenAI Responses
+
+
+def _responses_tool_to_call(req: dict[str, Any]) -> str | None:
+    """A Responses request ends with a tool's result when its last input item is one."""
+    items = req.get("input")
+    if isinstance(items, list) and items and isinstance(items[-1], dict):
+        kind = items[-1].get("type")
+        if isinstance(kind, str) and kind.endswith("_call_output"):
+            return None
+    return _first_tool_name(req.get("tools"))
+
+
+def _responses_usage() -> dict[str, Any]:
+    return {
+        "input_tokens": INPUT_TOKENS,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": OUTPUT_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
+    }
+
+
+def _response_object(
+    req: dict[str, Any],
+    response_id: str,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A Response object (openai-python types/responses/response.py), as the API returns it."""
+    tools = req.get("tools")
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": req.get("instructions"),
+        "max_output_tokens": req.get("max_output_tokens"),
+        "max_tool_calls": None,
+        "model": req.get("model", "gpt-fake"),
+        "output": output,
+        "parallel_tool_calls": req.get("parallel_tool_calls", True),
+        "previous_response_id": req.get("previous_response_id"),
+        "prompt_cache_key": None,
+        "reasoning": {"effort": None, "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": req.get("store", True),
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": req.get("tool_choice", "auto"),
+        "tools": tools if isinstance(tools, list) else [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def _responses_reply(req: dict[str, Any], serial: str) -> _Reply:
+    """``POST /v1/responses``. `serial` (hex) makes the response's and its items' ids unique;
+    the function call's call_id stays fixed, so a streamed and a plain answer are the same."""
+    response_id, tool = f"resp_{serial}", _responses_tool_to_call(req)
+    extra = [("x-request-id", "req_fake01"), ("openai-processing-ms", "1")]
+    if tool:
+        done_item: dict[str, Any] = {
+            "id": f"fc_{serial}",
+            "type": "function_call",
+            "status": "completed",
+            "arguments": TOOL_ARGS,
+            "call_id": "call_fake1",
+            "name": tool,
+        }
+    else:
+        text_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": TEXT}
+        done_item = {
+            "id": f"msg_{serial}",
+            "type": "message",
+            "status": "completed",
+            "content": [text_part],
+            "role": "assistant",
+        }
+    final = _response_object(req, response_id, "completed", [done_item], _responses_usage())
+    if not req.get("stream"):
+        return _json_reply(200, final, extra)
+
+    events: list[bytes] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        data = {"type": kind, "sequence_number": len(events), **fields}
+        events.append(_sse_event(kind, data))
+
+    started = _response_object(req, response_id, "in_progress", [], None)
+    emit("response.created", response=started)
+    emit("response.in_progress", response=started)
+    item_id = done_item["id"]
+    at: dict[str, Any] = {"item_id": item_id, "output_index": 0}
+    if tool:
+        emit(
+            "response.output_item.added",
+            output_index=0,
+            item={**done_item, "status": "in_progress", "arguments": ""},
+        )
+        for piece in TOOL_ARG_PIECES:
+            emit("response.function_call_arguments.delta", **at, delta=piece)
+        emit("response.function_call_arguments.done", **at, arguments=TOOL_ARGS)
+    else:
+        emit(
+            "response.output_item.added",
+            output_index=0,
+            item={**done_item, "status": "in_progress", "content": []},
+        )
+        empty = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        emit("response.content_part.added", **at, content_index=0, part=empty)
+        for piece in TEXT_PIECES:
+            emit("response.output_text.delta", **at, content_index=0, delta=piece, logprobs=[])
+        emit("response.output_text.done", **at, content_index=0, text=TEXT, logprobs=[])
+        emit("response.content_part.done", **at, content_index=0, part=text_part)
+    emit("response.output_item.done", output_index=0, item=done_item)
+    emit("response.completed", response=final)
+    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
+    return _Reply(200, headers, events, streaming=True)
+
+
 # --------------------------------------------------------------------------- Ollama
 
 
+# What the last object of an Ollama answer carries beside the message or text.
+_OLLAMA_STATS: dict[str, Any] = {
+    "done_reason": "stop",
+    "total_duration": 123456789,
+    "load_duration": 1234567,
+    "prompt_eval_count": INPUT_TOKENS,
+    "prompt_eval_duration": 2345678,
+    "eval_count": OUTPUT_TOKENS,
+    "eval_duration": 3456789,
+}
+# /api/generate's (deprecated, still sent) encoding of the conversation, for the next request.
+_OLLAMA_CONTEXT = [128006, 882, 128007, 271, 9906, 128009]
+
+
 def _ollama_reply(req: dict[str, Any]) -> _Reply:
+    """``POST /api/chat``."""
     model = req.get("model", "llama-fake")
-    tool = _first_tool_name(req.get("tools"))
-    stats = {
-        "done_reason": "stop",
-        "total_duration": 123456789,
-        "load_duration": 1234567,
-        "prompt_eval_count": INPUT_TOKENS,
-        "prompt_eval_duration": 2345678,
-        "eval_count": OUTPUT_TOKENS,
-        "eval_duration": 3456789,
-    }
+    tool = _tool_to_call(req)
 
     def line(message: dict[str, Any], *, done: bool) -> dict[str, Any]:
         obj: dict[str, Any] = {
@@ -429,7 +591,7 @@ def _ollama_reply(req: dict[str, Any]) -> _Reply:
             "done": done,
         }
         if done:
-            obj.update(stats)
+            obj.update(_OLLAMA_STATS)
         return obj
 
     tool_message: dict[str, Any] = {
@@ -449,7 +611,35 @@ def _ollama_reply(req: dict[str, Any]) -> _Reply:
     return _Reply(200, [("Content-Type", "application/x-ndjson")], pieces, streaming=True)
 
 
+def _ollama_generate_reply(req: dict[str, Any]) -> _Reply:
+    """``POST /api/generate``: text in ``response`` pieces; the last object adds ``context``."""
+    model = req.get("model", "llama-fake")
+
+    def line(response: str, *, done: bool) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "model": model,
+            "created_at": OLLAMA_CREATED_AT,
+            "response": response,
+            "done": done,
+        }
+        if done:
+            obj.update(_OLLAMA_STATS)
+            obj["context"] = _OLLAMA_CONTEXT
+        return obj
+
+    if not req.get("stream", True):
+        return _json_reply(200, line(TEXT, done=True))
+    lines = [line(p, done=False) for p in TEXT_PIECES]
+    lines.append(line("", done=True))
+    pieces = [(_dumps(obj) + "\n").encode() for obj in lines]
+    return _Reply(200, [("Content-Type", "application/x-ndjson")], pieces, streaming=True)
+
+
 # --------------------------------------------------------------------------- server
+
+_ROUTES = frozenset(
+    {"/v1/messages", "/v1/chat/completions", "/v1/responses", "/api/chat", "/api/generate"}
+)
 
 
 class FakeProvider:
@@ -463,6 +653,8 @@ class FakeProvider:
         for turn in self.turns:
             self._by_body.setdefault(turn.request_body, turn)
         self.received: list[Received] = []
+        self.responses_created = 0  # Responses API answers so far: each gets ids of its own
+        self._stored_responses: set[str] = set()  # ids a previous_response_id may name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -620,7 +812,7 @@ class FakeProvider:
 
     def _route(self, request: web.Request, body: bytes) -> _Reply:
         path = request.path
-        if path not in ("/v1/messages", "/v1/chat/completions", "/api/chat"):
+        if path not in _ROUTES:
             return _json_reply(404, {"error": "not found"})
         if request.method != "POST":
             return _json_reply(405, {"error": "method not allowed"})
@@ -640,9 +832,35 @@ class FakeProvider:
             if req is None:
                 return _openai_error(400, "body is not a JSON object", "invalid_request_error")
             return _openai_reply(req)
+        if path == "/v1/responses":
+            if req is None:
+                return _openai_error(400, "body is not a JSON object", "invalid_request_error")
+            return self._responses(req)
         if req is None:
             return _json_reply(400, {"error": "body is not a JSON object"})
+        if path == "/api/generate":
+            return _ollama_generate_reply(req)
         return _ollama_reply(req)
+
+    def _responses(self, req: dict[str, Any]) -> _Reply:
+        """A Responses answer; like the API, a previous_response_id must name a stored one."""
+        previous = req.get("previous_response_id")
+        if previous is not None and previous not in self._stored_responses:
+            body = {
+                "error": {
+                    "message": f"Previous response with id '{previous}' not found.",
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }
+            }
+            return _json_reply(400, body, [("x-request-id", "req_fake01")])
+        self.responses_created += 1
+        seed = f"fake-response-{self.responses_created}".encode()
+        serial = hashlib.sha256(seed).hexdigest()[:48]  # ids as long as the API's
+        if req.get("store", True) is not False:
+            self._stored_responses.add(f"resp_{serial}")
+        return _responses_reply(req, serial)
 
     async def _send(
         self, request: web.Request, reply: _Reply, *, gzip: bool = False

@@ -403,10 +403,9 @@ def test_generate_request_fields() -> None:
             ],
         )
     ]
-    assert turn.params == {
+    assert turn.params == {  # `context` (token ids) stays in the raw body only
         "suffix": "",
         "template": "{{ .Prompt }}",
-        "context": [1, 2, 3],
         "raw": False,
         "format": "json",
         "options": {"seed": 123},

@@ -25,8 +25,10 @@ from tapewire.model import Message, Part, Turn, Usage
 from tapewire.providers.parts import add_error, digest, json_or_text
 
 # Request fields that have a place of their own in a Turn; all others go to turn.params.
+# /api/generate's `context` (the previous answer's token ids, thousands of integers) is
+# conversation state, not a parameter: it stays in the raw body only.
 _CHAT_FIELDS = frozenset({"model", "messages", "tools", "stream"})
-_GENERATE_FIELDS = frozenset({"model", "prompt", "system", "images", "stream"})
+_GENERATE_FIELDS = frozenset({"model", "prompt", "system", "images", "stream", "context"})
 
 
 def _call_id(k: int) -> str:
