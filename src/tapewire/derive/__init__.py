@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,7 +40,6 @@ from tapewire.store.derived import (
 log = logging.getLogger("tapewire.derive")
 
 _SEARCH_KIND = {"assistant": "response", "tool": "tool_result"}
-_THREADS_KEPT = 256
 
 
 def _ms(start: float, end: float | None) -> float | None:
@@ -84,8 +82,6 @@ class Deriver:
         self.prices = prices if prices is not None else PriceTable.load()
         self.hasher = ChainHasher()
         self.errors = 0
-        # thread -> node ids of its latest turn (request chain and responses), to tell new input
-        self._seen: OrderedDict[str, set[str]] = OrderedDict()
 
     # ---- driving -------------------------------------------------------------------------
 
@@ -182,11 +178,10 @@ class Deriver:
             thread = ThreadRow(thread_id, session_id, kind, agent, row.started_at)
 
         # What is new since the thread's previous turn.
-        seen = self._previous_nodes(thread.id) if thread else set()
-        start = 0
-        for i, nid in enumerate(chain_ids):
-            if nid in seen:
-                start = i + 1
+        # New input: what follows the deepest message an earlier turn of this thread sent or
+        # received. Asked of the store, not of memory, so that a restart, or exchanges that
+        # overlap and end out of order, give the same answer as one uninterrupted run.
+        start = self.store.known_depth(thread.id, chain_ids, row.id) + 1 if thread else 0
         input_ids = chain_ids[start:]
 
         nodes: list[NodeRow] = []
@@ -209,8 +204,6 @@ class Deriver:
             depth = base_depth + len(chain_ids)
             nodes.append(NodeRow(rid, request_node, out.role, content, depth, row.id))
             search.extend(search_rows(rid, out.role, out.parts))
-        if thread is not None:
-            self._remember(thread.id, set(chain_ids) | set(response_ids))
 
         # Tool calls asked by this response, and results this request carries for earlier ones.
         thread_id_ = thread.id if thread else None
@@ -226,7 +219,7 @@ class Deriver:
                 if p.type == "tool_result" and p.id:
                     results.append(ToolResultRow(session_id, thread_id_, p.id, p.is_error,
                                                  row.id, nid, row.started_at))  # fmt: skip
-        if thread is not None and thread.kind == "subagent" and not seen:
+        if thread is not None and thread.kind == "subagent" and start == 0:
             thread.spawned_by = self.store.spawning_call(session_id, _texts(new_messages))
 
         tools_doc = None
@@ -259,7 +252,7 @@ class Deriver:
             status=row.status,
             outcome=row.outcome,
             stop_reason=turn.stop_reason,
-            error=turn.error or row.error,
+            error="; ".join(e for e in (row.error, turn.error) if e) or None,
             request_node=request_node,
             response_nodes=response_ids,
             input_nodes=input_ids,
@@ -273,17 +266,6 @@ class Deriver:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _previous_nodes(self, thread: str) -> set[str]:
-        seen = self._seen.get(thread)
-        if seen is None:  # not in memory (a restart): ask the store
-            seen = self.store.thread_tip_nodes(thread)
-        return seen
-
-    def _remember(self, thread: str, ids: set[str]) -> None:
-        self._seen[thread] = ids
-        self._seen.move_to_end(thread)
-        while len(self._seen) > _THREADS_KEPT:
-            self._seen.popitem(last=False)
 
 
 def _chain_from(

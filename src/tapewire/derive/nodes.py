@@ -18,8 +18,9 @@ def canonical_content(parts: Sequence[Part]) -> list[dict[str, Any]]:
 
 
 def _json_safe(value: Any) -> Any:
-    """RFC 8785 refuses integers beyond 2**53 and non-finite floats, which tool arguments can
-    hold: such a number is addressed by its decimal text, so hashing never fails."""
+    """RFC 8785 reads every number as an IEEE double and refuses integers past 2**53: such an
+    integer is addressed as the double it is to JSON (as JCS would), so hashing never fails
+    and a number never collides with a string of its digits."""
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -27,7 +28,10 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int) and abs(value) > 2**53 - 1:
-        return str(value)
+        try:
+            return float(value)
+        except OverflowError:  # past 1e308: no double holds it
+            return repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     return value

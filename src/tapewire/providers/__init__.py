@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import orjson
 
@@ -112,11 +113,7 @@ def parse_exchange(
     elif not raw:
         add_error(turn, "request body is empty")
     else:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            body = None
-            add_error(turn, f"request body is not JSON: {e}")
+        body = request_json(raw, turn)
         if isinstance(body, dict):
             _guard(turn, lambda: codec.parse_request(body, turn), "request")
         elif body is not None:
@@ -132,6 +129,33 @@ def parse_exchange(
     streamed = is_streamed(data, response_content_type)
     _guard(turn, lambda: codec.parse_response(data, turn, streamed), "response")
     return turn
+
+
+def request_json(raw: bytes, turn: Turn) -> Any:
+    """The request as JSON. JavaScript agents (Claude Code) can send an escaped lone surrogate
+    (a string cut inside an emoji), which orjson refuses as invalid UTF-8: rather than lose
+    the whole conversation, such a body is read by the stdlib and each lone surrogate becomes
+    U+FFFD (the raw body keeps the bytes as sent)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            loose = json.loads(raw)
+        except ValueError:
+            add_error(turn, f"request body is not JSON: {e}")
+            return None
+    add_error(turn, "request body holds lone surrogates; read with U+FFFD in their place")
+    return _without_surrogates(loose)
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _guard(turn: Turn, step: Callable[[], None], what: str) -> None:

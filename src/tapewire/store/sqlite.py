@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import sqlite3
 import time
@@ -406,16 +407,27 @@ class SQLiteStore:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def thread_tip_nodes(self, thread: str) -> set[str]:
-        r = self.conn.execute(
-            "SELECT request_node, response_nodes FROM turns WHERE thread = ?"
-            " ORDER BY started_at DESC LIMIT 1",
-            (thread,),
-        ).fetchone()
-        if r is None:
-            return set()
-        tip = set(orjson.loads(r[1]))
-        return tip | set(self.node_chain(r[0])) if r[0] else tip
+    def known_depth(self, thread: str, chain: list[str], exchange: str) -> int:
+        """The index in `chain` of the deepest node another turn of `thread` sent as its
+        request's last message or received as its response; -1 when none did."""
+        position = {n: i for i, n in enumerate(chain)}
+        best = -1
+        # Deepest first: the previous turn's answer is nearly always among the last few.
+        bounds = [len(chain)]
+        while bounds[-1] > 0:
+            bounds.append(max(0, bounds[-1] - (4 if len(bounds) == 1 else 400)))
+        for hi, lo in itertools.pairwise(bounds):
+            if best >= 0:
+                break
+            part = chain[lo:hi]
+            marks = ",".join("?" * len(part))
+            for req, resp in self.conn.execute(
+                f"SELECT request_node, response_node FROM turns WHERE thread = ?"
+                f" AND exchange != ? AND (request_node IN ({marks}) OR response_node IN ({marks}))",
+                (thread, exchange, *part, *part),
+            ):
+                best = max(best, position.get(req, -1), position.get(resp, -1))
+        return best
 
     def spawning_call(self, session: str, texts: list[str]) -> str | None:
         """The open tool call whose arguments hold a subagent's opening prompt."""
