@@ -76,7 +76,9 @@ def status(as_json: bool, db: Path, journal: Path | None) -> None:
     else:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(store["outcomes"].items()))
         out.print(f"  exchanges  {store['exchanges']}  ({outcomes or 'none'})")
-        out.print(f"  derived    {store['sessions']} sessions, {store['turns']} turns, {store['nodes']} nodes")
+        out.print(
+            f"  derived    {store['sessions']} sessions, {store['turns']} turns, {store['nodes']} nodes"
+        )
         out.print(
             f"  size       {size(store['size_bytes'])} on disk;"
             f" bodies {size(store['body_bytes'])} stored in {size(store['body_bytes_stored'])}"

@@ -267,7 +267,6 @@ class Deriver:
     # ---- helpers -------------------------------------------------------------------------
 
 
-
 def _chain_from(
     parent: str, messages: list[Message]
 ) -> list[tuple[str, list[dict[str, Any]], str]]:
