@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from tapewire.derive.sessions import (
     subagent,
     title_from,
 )
-from tapewire.model import Message, Part, header_value
+from tapewire.model import Message, Part, Turn, header_value
 from tapewire.pricing import PriceTable, cost
 from tapewire.providers import api_for, parse_exchange
 from tapewire.store import ExchangeRow, Store
@@ -76,6 +77,26 @@ def search_rows(node: str, role: str, parts: list[Part]) -> list[tuple[str, str,
     return rows
 
 
+@dataclass
+class _Chain:
+    """A request's messages and their nodes: (role, content, id, parent, depth) per message."""
+
+    messages: list[Message]
+    links: list[tuple[str, list[dict[str, Any]], str, str | None, int]]
+    owner: tuple[str, str | None] | None  # the turn a previous_response_id named
+    root_parent: str | None
+    depth: int  # of a response to this request
+
+    @property
+    def ids(self) -> list[str]:
+        return [link[2] for link in self.links]
+
+    @property
+    def tip(self) -> str | None:
+        """The request's last message, or what it continues when it sent none."""
+        return self.links[-1][2] if self.links else self.root_parent
+
+
 class Deriver:
     def __init__(self, store: Store, prices: PriceTable | None = None) -> None:
         self.store = store
@@ -124,124 +145,57 @@ class Deriver:
             row.status,
         )
         if row.request_truncated:
-            turn.error = "request body truncated at capture" + (
-                f"; {turn.error}" if turn.error else ""
+            turn.error = "; ".join(
+                e for e in ("request body truncated at capture", turn.error) if e
             )
-        ev = row.evidence
-        harness_name = harness(row.request_headers, ev)
+        harness_name = harness(row.request_headers, row.evidence)
         side = is_side_call(turn, harness_name)
-        agent = subagent(ev)
-        ended = row.timings.get("last_byte") or row.started_at
+        chain = self._chain(row, turn, side)
+        session, thread = self._place(row, chain, harness_name, side)
+        session.title = title_from(turn) if side else None
 
-        # The chain: a Responses request naming previous_response_id continues that response.
-        messages = turn.messages
-        parent, base_depth, owner = None, 0, None
-        if turn.previous_response_id:
-            found = self.store.response_owner(turn.previous_response_id)
-            if found is not None:
-                owner = found[:2]
-                parent = found[2]
-                base_depth = self.store.node_depth(parent) + 1 if parent else 0
-        if parent is None and turn.system:
-            messages = [Message("system", turn.system), *messages]
-        keyed = session_key(ev)
-        if parent is None:
-            conversation = f"{keyed[0] if keyed else '-'}|{agent or ''}|{'side' if side else ''}"
-            chain = self.hasher.chain(conversation, messages)
-        else:
-            chain = _chain_from(parent, messages)
-        chain_ids = [nid for _, _, nid in chain]
-        request_node = chain_ids[-1] if chain_ids else parent
-
-        # Session and thread: the wire's own identity first, then conversation continuity.
-        harness_session_id = ev.get("claude_session") or ev.get("codex_session")
-        key: str | None
-        if keyed is not None:
-            key = keyed[0]
-            session_id = derived_id("session", key)
-        else:
-            owner = owner or self.store.chain_owner(chain_ids[::-1])
-            if owner is not None:
-                key, session_id = None, owner[0]
-            else:
-                key = "chain:" + row.id
-                session_id = derived_id("session", key)
-        thread: ThreadRow | None = None
-        kind = "side" if side else ("subagent" if agent else "main")
-        if not side:
-            if agent:
-                thread_id = derived_id("thread", session_id, "agent", agent)
-            elif keyed is None and owner is not None and owner[1] is not None:
-                thread_id = owner[1]
-            else:
-                thread_id = derived_id("thread", session_id, "main")
-            thread = ThreadRow(thread_id, session_id, kind, agent, row.started_at)
-
-        # What is new since the thread's previous turn.
         # New input: what follows the deepest message an earlier turn of this thread sent or
         # received. Asked of the store, not of memory, so that a restart, or exchanges that
         # overlap and end out of order, give the same answer as one uninterrupted run.
-        start = self.store.known_depth(thread.id, chain_ids, row.id) + 1 if thread else 0
-        input_ids = chain_ids[start:]
-
-        nodes: list[NodeRow] = []
-        search: list[tuple[str, str, str]] = []
-        new_messages = messages[len(messages) - len(input_ids) :] if input_ids else []
-        parent_of = parent if start == 0 else chain_ids[start - 1]
-        for offset, ((role, content, nid), message) in enumerate(
-            zip(chain[start:], new_messages, strict=True)
-        ):
-            nodes.append(
-                NodeRow(nid, parent_of, role, content, base_depth + start + offset, row.id)
-            )
-            search.extend(search_rows(nid, role, message.parts))
-            parent_of = nid
+        start = self.store.known_depth(thread.id, chain.ids, row.id) + 1 if thread else 0
+        new = chain.links[start:]
+        nodes = [NodeRow(nid, parent, role, content, depth, row.id)
+                 for role, content, nid, parent, depth in new]  # fmt: skip
+        search = [s for (_, _, nid, _, _), m in zip(new, chain.messages[start:], strict=True)
+                  for s in search_rows(nid, m.role, m.parts)]  # fmt: skip
         response_ids = []
-        for out in turn.outputs:
+        for out in turn.outputs:  # each a child of the request's last message
             content = [p.canonical() for p in out.parts]
-            rid = node_id(request_node, out.role, content)
+            rid = node_id(chain.tip, out.role, content)
             response_ids.append(rid)
-            depth = base_depth + len(chain_ids)
-            nodes.append(NodeRow(rid, request_node, out.role, content, depth, row.id))
+            nodes.append(NodeRow(rid, chain.tip, out.role, content, chain.depth, row.id))
             search.extend(search_rows(rid, out.role, out.parts))
 
-        # Tool calls asked by this response, and results this request carries for earlier ones.
-        thread_id_ = thread.id if thread else None
-        calls = []
-        if turn.output is not None and response_ids:
-            for p in turn.output.parts:
-                if p.type == "tool_call" and p.id:
-                    calls.append(ToolCallRow(session_id, thread_id_, p.id, p.name, p.arguments,
-                                             row.id, response_ids[0], ended))  # fmt: skip
-        results = []
-        for (_, _, nid), message in zip(chain[start:], new_messages, strict=True):
-            for p in message.parts:
-                if p.type == "tool_result" and p.id:
-                    results.append(ToolResultRow(session_id, thread_id_, p.id, p.is_error,
-                                                 row.id, nid, row.started_at))  # fmt: skip
+        # Tool calls this response asks, and the results this request carries for earlier ones.
+        ended = row.timings.get("last_byte") or row.started_at
+        thread_id = thread.id if thread else None
+        calls = [
+            ToolCallRow(
+                session.id, thread_id, p.id, p.name, p.arguments, row.id, response_ids[0], ended
+            )
+            for p in (turn.output.parts if turn.output and response_ids else [])
+            if p.type == "tool_call" and p.id
+        ]
+        results = [
+            ToolResultRow(session.id, thread_id, p.id, p.is_error, row.id, nid, row.started_at)
+            for (_, _, nid, _, _), m in zip(new, chain.messages[start:], strict=True)
+            for p in m.parts
+            if p.type == "tool_result" and p.id
+        ]
         if thread is not None and thread.kind == "subagent" and start == 0:
-            thread.spawned_by = self.store.spawning_call(session_id, _texts(new_messages))
-
-        tools_doc = None
-        if turn.tools:  # 100 KB for Claude Code: the raw body keeps them; a hash tells sets apart
-            tools_doc = _sha256(orjson.dumps(turn.tools, option=orjson.OPT_SORT_KEYS))
+            thread.spawned_by = self.store.spawning_call(session.id, _texts(chain.messages))
 
         price = self.prices.lookup(turn.response_model or turn.model or "", provider=row.provider)
-        session = SessionRow(
-            id=session_id,
-            key=key,
-            harness=harness_name,
-            harness_session_id=harness_session_id,
-            name=ev.get("session"),
-            started_at=row.started_at,
-            ended_at=ended,
-            title=title_from(turn) if side else None,
-        )
         turn_row = TurnRow(
             exchange=row.id,
-            session=session_id,
-            thread=thread_id_,
-            kind=kind,
+            session=session.id,
+            thread=thread_id,
+            kind="side" if side else thread.kind if thread else "main",
             api=api,
             model=turn.model,
             response_model=turn.response_model,
@@ -253,16 +207,82 @@ class Deriver:
             outcome=row.outcome,
             stop_reason=turn.stop_reason,
             error="; ".join(e for e in (row.error, turn.error) if e) or None,
-            request_node=request_node,
+            request_node=chain.tip,
             response_nodes=response_ids,
-            input_nodes=input_ids,
-            tools_doc=tools_doc,
+            input_nodes=[link[2] for link in new],
+            # Claude Code sends 100 KB of tool definitions: the raw body keeps them, a hash
+            # tells tool sets apart.
+            tools_doc=_sha256(orjson.dumps(turn.tools, option=orjson.OPT_SORT_KEYS))
+            if turn.tools
+            else None,
             params=turn.params,
             usage=turn.usage,
             cost_usd=cost(turn.usage, price),
             stream=turn.stream,
         )
         return Derived(turn_row, session, thread, nodes, calls, results, search)
+
+    def _chain(self, row: ExchangeRow, turn: Turn, side: bool) -> _Chain:
+        """The request's messages as nodes. A Responses request naming previous_response_id
+        continues that response's node; any other starts at its system prompt (the root)."""
+        messages, parent, depth, owner = turn.messages, None, 0, None
+        if turn.previous_response_id:
+            found = self.store.response_owner(turn.previous_response_id)
+            if found is not None and found[2] is not None:
+                owner, parent = (found[0], found[1]), found[2]
+                depth = self.store.node_depth(parent) + 1
+        if parent is None:
+            if turn.system:
+                messages = [Message("system", turn.system), *messages]
+            keyed = session_key(row.evidence)
+            agent = subagent(row.evidence)
+            conversation = f"{keyed[0] if keyed else '-'}|{agent or ''}|{'side' if side else ''}"
+            hashed = self.hasher.chain(conversation, messages)
+        else:
+            hashed = _chain_from(parent, messages)
+        links = []
+        for i, (role, content, nid) in enumerate(hashed):
+            links.append((role, content, nid, hashed[i - 1][2] if i else parent, depth + i))
+        return _Chain(messages, links, owner, parent, depth + len(links))
+
+    def _place(
+        self, row: ExchangeRow, chain: _Chain, harness_name: str, side: bool
+    ) -> tuple[SessionRow, ThreadRow | None]:
+        """Session and thread: the wire's own identity first, then conversation continuity."""
+        ev = row.evidence
+        keyed = session_key(ev)
+        owner = chain.owner
+        key: str | None
+        if keyed is not None:
+            key = keyed[0]
+            session_id = derived_id("session", key)
+        else:
+            owner = owner or self.store.chain_owner(chain.ids[::-1])
+            if owner is not None:
+                key, session_id = None, owner[0]
+            else:
+                key = "chain:" + row.id
+                session_id = derived_id("session", key)
+        session = SessionRow(
+            id=session_id,
+            key=key,
+            harness=harness_name,
+            harness_session_id=ev.get("claude_session") or ev.get("codex_session"),
+            name=ev.get("session"),
+            started_at=row.started_at,
+            ended_at=row.timings.get("last_byte") or row.started_at,
+        )
+        if side:  # side calls belong to the session, not to a thread
+            return session, None
+        agent = subagent(ev)
+        if agent:
+            thread_id = derived_id("thread", session_id, "agent", agent)
+        elif keyed is None and owner is not None and owner[1] is not None:
+            thread_id = owner[1]
+        else:
+            thread_id = derived_id("thread", session_id, "main")
+        kind = "subagent" if agent else "main"
+        return session, ThreadRow(thread_id, session_id, kind, agent, row.started_at)
 
     # ---- helpers -------------------------------------------------------------------------
 
