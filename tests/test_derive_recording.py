@@ -211,3 +211,27 @@ def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db
         assert store.search_nodes("zzzqqqnotthere") == []
     finally:
         store.close()
+
+
+def test_verify_names_missing_nodes_and_damaged_bodies(recorded_db: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(recorded_db, copy)
+    conn = sqlite3.connect(copy)
+    exchange, node = conn.execute(
+        "SELECT exchange, response_node FROM turns WHERE kind = 'main' LIMIT 1"
+    ).fetchone()
+    conn.execute("DELETE FROM nodes WHERE id = ?", (node,))
+    blob = conn.execute("SELECT id FROM blobs WHERE codec = 'raw' LIMIT 1").fetchone()
+    if blob is None:
+        blob = conn.execute("SELECT id FROM blobs LIMIT 1").fetchone()
+    conn.execute("UPDATE blobs SET data = zeroblob(length(data)) WHERE id = ?", blob)
+    conn.commit()
+    conn.close()
+    result = cli("verify", "--db", str(copy), "--json", check=False)
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert any(exchange in p and node in p for p in problems)
+    assert any(blob[0] in p for p in problems)

@@ -69,6 +69,8 @@ def verify(as_json: bool, db: Path, journal: Path | None) -> None:
         out.print(
             f"{report.blobs} bodies, {report.nodes} nodes, {report.exchanges} exchanges checked"
         )
+        for note in report.notes:
+            out.print(f"[yellow]·[/yellow] {note}", highlight=False)
         for problem in report.problems:
             out.print(f"[red]✗[/red] {problem}", highlight=False)
         if report.ok:

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tapewire.content_encoding import DecodeError, decode
 from tapewire.derive.nodes import node_id
 from tapewire.providers import api_for
 from tapewire.store import Store
@@ -18,6 +19,7 @@ class Report:
     nodes: int = 0
     exchanges: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # odd but recorded as it was, not damage
 
     @property
     def ok(self) -> bool:
@@ -25,7 +27,7 @@ class Report:
 
     def as_json(self) -> dict[str, object]:
         return {"ok": self.ok, "blobs": self.blobs, "nodes": self.nodes,
-                "exchanges": self.exchanges, "problems": self.problems}  # fmt: skip
+                "exchanges": self.exchanges, "problems": self.problems, "notes": self.notes}  # fmt: skip
 
 
 def verify(store: Store, progress: Callable[[int], None] = lambda n: None) -> Report:
@@ -55,9 +57,9 @@ def verify(store: Store, progress: Callable[[int], None] = lambda n: None) -> Re
             report.problems.append(
                 f"node {nid}: depth {depths[nid]} under a parent at {depths[parent]}"
             )
-    derived = {
-        t for s in store.session_rows() for t in (r["exchange"] for r in store.turn_rows(s["id"]))
-    }
+    turns = [t for s in store.session_rows() for t in store.turn_rows(s["id"])]
+    derived = {t["exchange"] for t in turns}
+    errors = {t["exchange"]: t["error"] for t in turns}
     for i, exchange_id in enumerate(store.derive_order()):
         progress(i)
         report.exchanges += 1
@@ -68,8 +70,31 @@ def verify(store: Store, progress: Callable[[int], None] = lambda n: None) -> Re
             continue
         if row is None:
             continue
+        for what, body, encoding, cut in (
+            ("request", row.request_body, row.request_encoding, row.request_truncated),
+            ("response", row.response_body, row.response_encoding, row.response_truncated),
+        ):
+            # A complete exchange's bodies arrived whole: they must still decode.
+            if body and row.outcome == "complete" and not cut:
+                try:
+                    decode(body, encoding)
+                except DecodeError as e:
+                    # Known since it was derived (the upstream sent it so): a note, not damage.
+                    known = f"{what} body" in (errors.get(exchange_id) or "")
+                    (report.notes if known else report.problems).append(
+                        f"exchange {exchange_id}: {what} body: {e}"
+                    )
         if api_for(row.method, row.path) is not None and exchange_id not in derived:
             report.problems.append(
                 f"exchange {exchange_id}: no turn derived (run tapewire rederive)"
             )
+    for t in turns:
+        named = [
+            *t["response_nodes"],
+            *t["input_nodes"],
+            *([t["request_node"]] if t["request_node"] else []),
+        ]
+        for nid in named:
+            if nid not in depths:
+                report.problems.append(f"turn {t['exchange']}: its node {nid} is missing")
     return report
