@@ -104,6 +104,9 @@ def test_show_gives_turns_threads_and_linked_tool_calls(recorded_db: Path) -> No
     detail = _json("show", SESSION_ID, "--db", str(recorded_db), "--json")
     by_prefix = _json("show", detail["session"]["id"][:8], "--db", str(recorded_db), "--json")
     assert by_prefix == detail
+    assert _json("show", SESSION_ID[:8], "--db", str(recorded_db), "--json") == detail
+    missing = cli("show", "nosuchsession", "--db", str(recorded_db), "--json", check=False)
+    assert missing.returncode != 0 and "no session matches" in missing.stderr
     turns = detail["turns"]
     assert len(turns) == 17
     assert [t["started_at"] for t in turns] == sorted(t["started_at"] for t in turns)

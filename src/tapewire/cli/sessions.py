@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,10 +146,11 @@ def _part_lines(parts: list[dict[str, Any]]) -> list[str]:
         if kind == "text":
             lines.append(escape(_short(p.get("text") or "")))
         elif kind == "thinking":
-            lines.append(f"[dim]thinking: {escape(_short(p.get('text') or ''))}[/dim]")
+            text = p.get("text") or "(not shown by the provider)"
+            lines.append(f"[dim]thinking: {escape(_short(text))}[/dim]")
         elif kind == "tool_call":
             lines.append(
-                f"[yellow]→ {escape(str(p.get('name')))}[/yellow] {escape(_short(str(p.get('arguments'))))}"
+                f"[yellow]→ {escape(str(p.get('name')))}[/yellow] {escape(_short(json.dumps(p.get('arguments'), ensure_ascii=False)))}"
             )
         elif kind == "tool_result":
             text = " ".join(c.get("text") or "" for c in p.get("content") or [])

@@ -621,13 +621,21 @@ class SQLiteStore:
         return out
 
     def find_sessions(self, ref: str) -> list[str]:
-        """Sessions named by id, unique id prefix, /s/ name or the harness's session id."""
-        rows = self.conn.execute(
-            "SELECT id FROM sessions WHERE id = ? OR name = ? OR harness_session_id = ?"
-            " UNION SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\'",
-            (ref, ref, ref, ref.replace("%", "\\%").replace("_", "\\_") + "%"),
+        """Sessions named exactly (id, /s/ name, the harness's session id), else by a prefix of
+        their id or of the harness's session id."""
+        exact = self.conn.execute(
+            "SELECT id FROM sessions WHERE id = ? OR name = ? OR harness_session_id = ?",
+            (ref, ref, ref),
         ).fetchall()
-        return sorted(r[0] for r in rows)
+        if exact:
+            return sorted({r[0] for r in exact})
+        like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.conn.execute(
+            "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\'"
+            " OR harness_session_id LIKE ? ESCAPE '\\'",
+            (like, like),
+        ).fetchall()
+        return sorted({r[0] for r in rows})
 
     def turn_rows(self, session: str) -> list[dict[str, Any]]:
         cols = (
