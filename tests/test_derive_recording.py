@@ -31,6 +31,15 @@ def _final_usage(turn_dir: Path) -> dict[str, Any]:
     return usage
 
 
+def _start_usage(turn_dir: Path) -> dict[str, Any]:
+    text = gzip.decompress((turn_dir / "response.sse").read_bytes()).decode()
+    for line in text.splitlines():
+        if line.startswith("data:") and '"message_start"' in line:
+            usage: dict[str, Any] = json.loads(line[5:])["message"]["usage"]
+            return usage
+    return {}
+
+
 def _recorded_tool_calls() -> tuple[int, int]:
     """(tool_use blocks across the responses, tool_results marked is_error in the requests)."""
     calls, errors = 0, set()
@@ -95,7 +104,27 @@ def test_one_session_with_the_harness_title_and_recorded_totals(recorded_db: Pat
     assert s["cache_read_tokens"] == sum(u["cache_read_input_tokens"] for u in usages)
     assert s["cache_write_tokens"] == sum(u["cache_creation_input_tokens"] for u in usages)
     assert s["output_tokens"] == sum(u["output_tokens"] for u in usages)
-    assert s["cost_usd"] is not None and s["cost_usd"] > 0
+    thinking = [u.get("output_tokens_details", {}).get("thinking_tokens") for u in usages]
+    assert any(thinking)
+    assert s["reasoning_tokens"] == sum(t or 0 for t in thinking)
+    # Priced from the bundled table: 1-hour cache writes (which Claude Code asks for) at their
+    # own rate, as message_start's cache_creation breaks them out.
+    from tapewire.pricing import PriceTable
+
+    price = PriceTable.load().lookup("claude-sonnet-4-6")
+    assert price is not None and price.cache_write_1h is not None
+    expected = 0.0
+    for d, u in zip(sorted(p for p in RECORDING.iterdir() if p.is_dir()), usages, strict=True):
+        one_hour = _start_usage(d).get("cache_creation", {}).get("ephemeral_1h_input_tokens", 0)
+        write = u["cache_creation_input_tokens"]
+        expected += (
+            u["input_tokens"] * price.input
+            + u["cache_read_input_tokens"] * price.cache_read
+            + (write - one_hour) * price.cache_write
+            + one_hour * price.cache_write_1h
+            + u["output_tokens"] * price.output
+        ) / 1e6
+    assert s["cost_usd"] == pytest.approx(expected, abs=1e-6)
     assert s["started_at"] <= s["ended_at"]
 
 
