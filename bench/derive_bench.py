@@ -115,6 +115,47 @@ def build(store_path: Path, turns: int, target_context: int) -> int:
     return wire
 
 
+def build_repeat(store_path: Path, turns: int) -> int:
+    """An agent repeating itself, as load generators and stuck loops do: the same OpenAI request
+    over and over with no session evidence, every other one carrying the same tool call id's
+    result. Each turn continues the same chain and thread, so a lookup that scans earlier
+    turns instead of distinct nodes shows here as time growing with the square of turns."""
+    store = open_store(store_path)
+    ask = {"role": "user", "content": "What is the weather in Paris?"}
+    call = {"id": "call_fake1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    answer = {"role": "assistant", "content": None, "tool_calls": [call]}
+    result = {"role": "tool", "tool_call_id": "call_fake1", "content": "sunny"}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    response = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+                           "choices": [{"index": 0, "message": answer, "finish_reason": "tool_calls"}],
+                           "usage": {"prompt_tokens": 20, "completion_tokens": 5}}).encode()  # fmt: skip
+    wire, batch, t0 = 0, Batch(), time.time()
+    for i in range(turns):
+        messages = [ask, answer, result] if i % 2 else [ask]
+        body = json.dumps({"model": "gpt-4o", "messages": messages, "tools": tools}).encode()
+        ex_id, start = new_id(), t0 + i
+        batch.begins.append(Exchange(
+            id=ex_id, run_id="bench", started_at=start, method="POST", path="/v1/chat/completions",
+            upstream="openai", upstream_url="http://127.0.0.1/v1/chat/completions",
+            provider="openai", request_headers=[("content-type", "application/json")],
+            request_body=body, request_size=len(body), recorder="bench",
+        ))  # fmt: skip
+        batch.ends.append(ExchangeEnd(
+            id=ex_id, status=200, response_headers=[("content-type", "application/json")],
+            response_body=response, response_truncated=False, response_size=len(response),
+            upstream_headers_at=start + 0.1, first_byte_at=start + 0.2, last_byte_at=start + 0.5,
+            outcome=Outcome.COMPLETE, error=None,
+        ))  # fmt: skip
+        wire += len(body) + len(response)
+        if len(batch.begins) >= 500:
+            store.write(batch)
+            batch = Batch()
+    store.write(batch)
+    store.close()
+    return wire
+
+
 RECORDING = (
     Path(__file__).resolve().parent.parent / "tests/fixtures/recordings/claude-20260727-019fa57e"
 )
@@ -213,6 +254,7 @@ def main() -> None:
     parser.add_argument(
         "--context", type=int, default=150_000, help="final context, bytes of messages"
     )
+    parser.add_argument("--repeat", type=int, default=10_000, help="turns of the repeating agent")
     parser.add_argument("--derive-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.derive_only:
@@ -230,6 +272,15 @@ def main() -> None:
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
         result = {"wire_bytes": wire, "store_bytes_raw_only": raw_size, **json.loads(out)}
+        repeat = Path(tmp) / "repeat.db"
+        build_repeat(repeat, args.repeat)
+        out = subprocess.run(
+            [sys.executable, __file__, "--derive-only", str(repeat)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        figures = json.loads(out)
+        result["repeat"] = {k: figures[k] for k in ("turns", "turns_per_second", "peak_rss_mb",
+                                                    "sessions", "tool_calls")}  # fmt: skip
         result.update(recording_store_size(Path(tmp)))
         print(json.dumps(result, indent=2))
 

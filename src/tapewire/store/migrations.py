@@ -138,8 +138,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX turns_session ON turns(session, started_at);
         CREATE INDEX turns_thread ON turns(thread, started_at);
-        CREATE INDEX turns_request_node ON turns(request_node);
-        CREATE INDEX turns_response_node ON turns(response_node);
+        CREATE TABLE tips (               -- each node a turn sent last or received, per thread
+            node TEXT NOT NULL,           -- once, however many turns resent it: lookups by
+            thread TEXT NOT NULL,         -- node stay bounded when an agent repeats itself
+            session TEXT NOT NULL,        -- ('' thread: a side call)
+            exchange TEXT NOT NULL,       -- the first turn that held it
+            PRIMARY KEY (node, thread)
+        ) WITHOUT ROWID;
         CREATE INDEX turns_response_id ON turns(response_id);
         CREATE TABLE tool_calls (
             session TEXT NOT NULL,
@@ -156,7 +161,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             answered_at REAL,
             PRIMARY KEY (call_exchange, call_id)
         );
-        CREATE INDEX tool_calls_open ON tool_calls(session, call_id);
+        CREATE INDEX tool_calls_open ON tool_calls(session, call_id, asked_at)
+            WHERE result_exchange IS NULL;
         CREATE INDEX tool_calls_session ON tool_calls(session, asked_at);
         CREATE TABLE search_rows (        -- what each full-text row is: the text is in its node
             rowid INTEGER PRIMARY KEY,
@@ -169,7 +175,7 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.
-DERIVED_TABLES = ("nodes", "sessions", "threads", "turns", "tool_calls", "search_rows")
+DERIVED_TABLES = ("nodes", "sessions", "threads", "turns", "tips", "tool_calls", "search_rows")
 
 
 def ensure_table(conn: sqlite3.Connection) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import sqlite3
 import time
@@ -303,6 +302,12 @@ class SQLiteStore:
                 (t.id, t.session, t.kind, t.agent, t.started_at, t.spawned_by),
             )
         r, u = d.turn, d.turn.usage
+        again = c.execute("SELECT 1 FROM turns WHERE exchange = ?", (r.exchange,)).fetchone()
+        for node in {*r.response_nodes, *([r.request_node] if r.request_node else [])}:
+            c.execute(
+                "INSERT INTO tips VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                (node, r.thread or "", r.session, r.exchange),
+            )
         c.execute(
             "INSERT OR REPLACE INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.exchange, r.session, r.thread, r.kind, r.api, r.model, r.response_model,
@@ -322,16 +327,16 @@ class SQLiteStore:
                 (call.session, call.thread, call.call_id, call.name, _dumps(call.arguments),
                  call.call_exchange, call.call_node, call.asked_at),
             )  # fmt: skip
-        for res in d.tool_results:
-            # The latest call of that id in the thread not yet answered by another request.
+        for res in [] if again else d.tool_results:  # derived again: linked the first time
+            # The latest call of that id in the thread that nothing has answered yet.
             c.execute(
                 "UPDATE tool_calls SET is_error = ?, result_exchange = ?,"
                 " result_node = ?, answered_at = ? WHERE rowid = (SELECT rowid FROM tool_calls"
-                " WHERE session = ? AND call_id = ? AND thread IS ? AND (result_exchange IS NULL"
-                " OR result_exchange = ?) ORDER BY asked_at DESC LIMIT 1)",
+                " WHERE session = ? AND call_id = ? AND result_exchange IS NULL AND thread IS ?"
+                " ORDER BY asked_at DESC LIMIT 1)",
                 (None if res.is_error is None else int(res.is_error),
                  res.result_exchange, res.result_node, res.answered_at, res.session,
-                 res.call_id, res.thread, res.result_exchange),
+                 res.call_id, res.thread),
             )  # fmt: skip
 
     def clear_derived(self) -> None:
@@ -383,19 +388,23 @@ class SQLiteStore:
     def chain_owner(self, nodes: list[str]) -> tuple[str, str | None] | None:
         """The session and thread of the turn that holds the first of `nodes` (deepest first)
         as its request's last node or its response, conversation turns before side calls."""
-        best: tuple[int, int, str, str | None] | None = None
-        position = {n: i for i, n in enumerate(nodes[:2000])}
-        marks = ",".join("?" * len(position))
-        for session, thread, req, resp in self.conn.execute(
-            f"SELECT session, thread, request_node, response_node FROM turns"
-            f" WHERE request_node IN ({marks}) OR response_node IN ({marks})",
-            (*position, *position),
-        ):
-            rank = min(position.get(req, 1 << 30), position.get(resp, 1 << 30))
-            candidate = (thread is None, rank, session, thread)
+        best: tuple[int, bool, str, str] | None = None
+        for node, thread, session in self._tips(nodes, "SELECT node, thread, session FROM tips"):
+            candidate = (nodes.index(node), thread == "", session, thread)
             if best is None or candidate[:2] < best[:2]:
                 best = candidate
-        return (best[2], best[3]) if best else None
+        return (best[2], best[3] or None) if best else None
+
+    def _tips(
+        self, nodes: list[str], select: str, where: str = "", args: tuple[Any, ...] = ()
+    ) -> list[Any]:
+        rows: list[Any] = []
+        for i in range(0, len(nodes), 400):
+            part = nodes[i : i + 400]
+            rows += self.conn.execute(
+                f"{select} WHERE node IN ({','.join('?' * len(part))}){where}", (*part, *args)
+            ).fetchall()
+        return rows
 
     def node_chain(self, node: str) -> list[str]:
         """Node ids from the root down to `node`."""
@@ -410,24 +419,10 @@ class SQLiteStore:
     def known_depth(self, thread: str, chain: list[str], exchange: str) -> int:
         """The index in `chain` of the deepest node another turn of `thread` sent as its
         request's last message or received as its response; -1 when none did."""
-        position = {n: i for i, n in enumerate(chain)}
-        best = -1
-        # Deepest first: the previous turn's answer is nearly always among the last few.
-        bounds = [len(chain)]
-        while bounds[-1] > 0:
-            bounds.append(max(0, bounds[-1] - (4 if len(bounds) == 1 else 400)))
-        for hi, lo in itertools.pairwise(bounds):
-            if best >= 0:
-                break
-            part = chain[lo:hi]
-            marks = ",".join("?" * len(part))
-            for req, resp in self.conn.execute(
-                f"SELECT request_node, response_node FROM turns WHERE thread = ?"
-                f" AND exchange != ? AND (request_node IN ({marks}) OR response_node IN ({marks}))",
-                (thread, exchange, *part, *part),
-            ):
-                best = max(best, position.get(req, -1), position.get(resp, -1))
-        return best
+        rows = self._tips(chain, "SELECT node FROM tips", " AND thread = ? AND exchange != ?",
+                          (thread, exchange))  # fmt: skip
+        known = {r[0] for r in rows}
+        return max((i for i, n in enumerate(chain) if n in known), default=-1)
 
     def spawning_call(self, session: str, texts: list[str]) -> str | None:
         """The open tool call whose arguments hold a subagent's opening prompt."""
