@@ -150,3 +150,19 @@ def test_shared_suffix_agrees_with_the_obvious_definition() -> None:
         while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
             n += 1
         assert shared_suffix(a, b) == n
+
+
+def test_a_clean_stop_gives_free_pages_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    store.conn.execute("CREATE TABLE scratch (b BLOB)")
+    store.conn.execute("INSERT INTO scratch VALUES (zeroblob(400000))")
+    store.conn.execute("DROP TABLE scratch")
+    assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] > 50
+    store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert path.stat().st_size < 200_000
+    finally:
+        conn.close()
