@@ -3,8 +3,14 @@ through here, so they never disagree."""
 
 from __future__ import annotations
 
+import base64
+import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
+from tapewire.content_encoding import DecodeError, decode
+from tapewire.store import SearchSyntaxError as SearchSyntaxError
 from tapewire.store import Store
 
 _USAGE = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -33,13 +39,24 @@ def sessions(
     since: float | None = None,
     harness: str | None = None,
     model: str | None = None,
+    cwd: str | None = None,
+    before: tuple[float, str] | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    rows = store.session_rows(since=since, harness=harness, model=model, limit=limit)
+    """Sessions newest first with their totals; `before` = (started_at, id) of the last one of
+    the previous page."""
+    rows = store.session_rows(
+        since=since, harness=harness, model=model, cwd=cwd, before=before, limit=limit
+    )
     for row in rows:
-        if not row["title"]:
-            row["title"] = _first_prompt(store, row["id"])
+        _finish(store, row)
     return rows
+
+
+def _finish(store: Store, row: dict[str, Any]) -> None:
+    if not row["title"]:
+        row["title"] = _first_prompt(store, row["id"])
+    row["duration_s"] = round(row["ended_at"] - row["started_at"], 3)
 
 
 def _first_prompt(store: Store, session: str) -> str | None:
@@ -86,8 +103,7 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
     if not summary:
         raise SessionNotFound(f"no session {session!r}")
     head = summary[0]
-    if not head["title"]:
-        head["title"] = _first_prompt(store, session)
+    _finish(store, head)
     turns = store.turn_rows(session)
     calls = store.tool_call_rows(session)
     calls_by_exchange: dict[str, list[dict[str, Any]]] = {}
@@ -97,9 +113,10 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
     wanted += [c["result_node"] for c in calls if c["result_node"]]
     nodes = store.node_rows(wanted)
     out = []
-    for t in turns:
+    for index, t in enumerate(turns, 1):
         response = nodes.get(t["response_nodes"][0]) if t["response_nodes"] else None
         out.append({
+            "index": index,
             "exchange_id": t["exchange"],
             "thread": t["thread"],
             "kind": t["kind"],
@@ -135,3 +152,187 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
             "cost_usd": t["cost_usd"],
         })  # fmt: skip
     return {"session": head, "threads": store.thread_rows(session), "turns": out}
+
+
+# ---- one exchange, as it crossed the wire -------------------------------------------------
+
+
+def raw_exchange(store: Store, exchange_id: str) -> dict[str, Any]:
+    """The exchange's headers (credentials were never stored), bodies decoded from their
+    content-encoding (as text where they are UTF-8, else base64) and timings."""
+    row = store.exchange(exchange_id)
+    if row is None:
+        raise LookupError(f"no exchange {exchange_id!r}")
+    out = row.as_json()
+    for what, body, encoding in (
+        ("request", row.request_body or b"", row.request_encoding),
+        ("response", row.response_body or b"", row.response_encoding),
+    ):
+        out[f"{what}_body"] = _body(body, encoding)
+    return out
+
+
+def _body(data: bytes, encoding: str | None) -> dict[str, Any]:
+    note = None
+    try:
+        decoded = decode(data, encoding)
+        data = decoded.data
+        if decoded.truncated:
+            note = f"the {encoding} stream was cut short: what arrived"
+    except DecodeError as e:
+        note = f"shown as stored: {e}"
+    try:
+        return {"text": data.decode("utf-8"), "base64": None, "size": len(data), "note": note}
+    except UnicodeDecodeError:
+        return {"text": None, "base64": base64.b64encode(data).decode(), "size": len(data),
+                "note": note}  # fmt: skip
+
+
+# ---- search ---------------------------------------------------------------------------------
+
+_OPERATORS = {"AND", "OR", "NOT", "NEAR"}
+_SNIPPET = 200
+
+
+def search(
+    store: Store,
+    query: str,
+    *,
+    session: str | None = None,
+    model: str | None = None,
+    tool: str | None = None,
+    role: str | None = None,
+    since: float | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Full-text search (FTS5 query syntax) across every session, best first. Each hit names
+    its session, turn and where it is (prompt, response, thinking, tool_arguments,
+    tool_result), with a snippet of the text and the spans that matched."""
+    hits = store.search_hits(query, session=session, model=model, tool=tool, role=role,
+                             since=since, limit=limit, offset=offset)  # fmt: skip
+    nodes = store.node_rows(sorted({h["node"] for h in hits}))
+    titles: dict[str, str | None] = {}
+    terms = _terms(query)
+    out = []
+    for h in hits:
+        node = nodes.get(h["node"])
+        texts = search_texts(node["role"], node["content"]) if node else []
+        text = texts[h["ordinal"]][1] if h["ordinal"] < len(texts) else ""
+        if h["session"] not in titles:
+            rows = store.session_rows(ids=[h["session"]])
+            titles[h["session"]] = (
+                (rows[0]["title"] or _first_prompt(store, h["session"])) if rows else None
+            )
+        snippet, spans = snippet_of(text, terms)
+        out.append({
+            "session": h["session"],
+            "session_title": titles[h["session"]],
+            "exchange_id": h["exchange_id"],
+            "turn": store.turn_index(h["exchange_id"]),
+            "where": h["kind"],
+            "role": h["role"],
+            "model": h["model"],
+            "started_at": h["started_at"],
+            "node": h["node"],
+            "snippet": snippet,
+            "highlights": spans,
+        })  # fmt: skip
+    return out
+
+
+def search_texts(role: str, content: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(kind, text) of a node's searchable texts, in the order they were indexed."""
+    from tapewire.derive import search_rows
+    from tapewire.model import Part
+
+    return [
+        (kind, text) for _, kind, text in search_rows("", role, [_part(p, Part) for p in content])
+    ]
+
+
+def _part(data: dict[str, Any], part: Any) -> Any:
+    inner = data.get("content")
+    fields = {k: v for k, v in data.items() if k != "content"}
+    result = part(**fields)
+    if inner is not None:
+        result.content = [_part(c, part) for c in inner]
+    return result
+
+
+def _terms(query: str) -> list[str]:
+    """The words of an FTS5 query, for highlighting (operators, columns and quotes dropped)."""
+    words = re.findall(r"[\w*]+", query)
+    return [w.rstrip("*").lower() for w in words if w not in _OPERATORS and w.rstrip("*")]
+
+
+def snippet_of(text: str, terms: list[str]) -> tuple[str, list[list[int]]]:
+    """About 200 characters of `text` around its first match, and the matched spans in it."""
+    flat = " ".join(text.split())
+    lower = flat.lower()
+    pattern = (
+        re.compile(r"\b(" + "|".join(re.escape(t) for t in terms) + r")\w*") if terms else None
+    )
+    first = pattern.search(lower) if pattern else None
+    start = max(0, (first.start() if first else 0) - _SNIPPET // 3)
+    if start:  # begin at a word
+        space = flat.find(" ", start)
+        start = space + 1 if 0 <= space < start + 20 else start
+    piece = flat[start : start + _SNIPPET]
+    prefix = "…" if start else ""
+    suffix = "…" if start + _SNIPPET < len(flat) else ""
+    snippet = prefix + piece + suffix
+    spans = []
+    if pattern:
+        for m in pattern.finditer(piece.lower()):
+            spans.append([m.start() + len(prefix), m.end() + len(prefix)])
+    return snippet, spans
+
+
+# ---- tools --------------------------------------------------------------------------------
+
+
+def tool_stats(store: Store, session: str | None = None) -> list[dict[str, Any]]:
+    """Per tool name, most called first: calls, errors, error rate, median and p95 latency."""
+    out = []
+    for entry in store.tool_stats(session):
+        latencies = entry.pop("latencies_ms")
+        entry["error_rate"] = round(entry["errors"] / entry["calls"], 4) if entry["calls"] else 0.0
+        entry["p50_ms"] = _percentile(latencies, 0.5)
+        entry["p95_ms"] = _percentile(latencies, 0.95)
+        out.append(entry)
+    return sorted(out, key=lambda e: (-e["calls"], e["name"]))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted values."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(q * len(values)))
+    return round(values[rank - 1], 3)
+
+
+# ---- diff and export ------------------------------------------------------------------------
+
+
+def diff(store: Store, a: str, b: str) -> dict[str, Any]:
+    """Two runs aligned turn by turn and by their tool calls (analysis/diff.py)."""
+    from tapewire.analysis.diff import diff_sessions
+
+    return diff_sessions(session_detail(store, a), session_detail(store, b))
+
+
+EXPORT_SCHEMA = 1  # the JSONL export's own version (docs/export.md), independent of releases
+
+
+def export_records(store: Store, session_ids: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSONL export, a record at a time: per session, oldest first, a `session` record
+    and then its `turn` records. One session is in memory at a time."""
+    if session_ids is None:
+        session_ids = [r["id"] for r in reversed(store.session_rows())]
+    for sid in session_ids:
+        detail = session_detail(store, sid)
+        yield {"schema_version": EXPORT_SCHEMA, "type": "session", **detail["session"],
+               "threads": detail["threads"]}  # fmt: skip
+        for turn in detail["turns"]:
+            yield {"schema_version": EXPORT_SCHEMA, "type": "turn", "session": sid, **turn}

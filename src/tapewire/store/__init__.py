@@ -62,6 +62,10 @@ class ExchangeRow:
         return data
 
 
+class SearchSyntaxError(ValueError):
+    """A full-text query the backend cannot read."""
+
+
 class Store(Protocol):
     def write(self, batch: Batch) -> None: ...
     def interrupt_stale(self, recorder: str, live_run: str) -> int: ...
@@ -93,8 +97,24 @@ class Store(Protocol):
         since: float | None = None,
         harness: str | None = None,
         model: str | None = None,
+        cwd: str | None = None,
+        before: tuple[float, str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]: ...
+    def search_hits(
+        self,
+        query: str,
+        *,
+        session: str | None = None,
+        model: str | None = None,
+        tool: str | None = None,
+        role: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]: ...
+    def turn_index(self, exchange: str) -> int | None: ...
+    def tool_stats(self, session: str | None = None) -> list[dict[str, Any]]: ...
     def find_sessions(self, ref: str) -> list[str]: ...
     def turn_rows(self, session: str) -> list[dict[str, Any]]: ...
     def thread_rows(self, session: str) -> list[dict[str, Any]]: ...

@@ -16,7 +16,7 @@ import orjson
 import zstandard
 
 from tapewire.model import Exchange, ExchangeEnd, Headers, Outcome, header_value
-from tapewire.store import Batch, ExchangeRow
+from tapewire.store import Batch, ExchangeRow, SearchSyntaxError
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
 from tapewire.store.derived import Derived
 from tapewire.store.migrations import DERIVED_TABLES, migrate
@@ -52,6 +52,10 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 def _headers_json(headers: Headers) -> str:
     return orjson.dumps(headers).decode()
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _dumps(value: Any) -> str:
@@ -565,9 +569,12 @@ class SQLiteStore:
         since: float | None = None,
         harness: str | None = None,
         model: str | None = None,
+        cwd: str | None = None,
+        before: tuple[float, str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Sessions newest first, with their totals."""
+        """Sessions newest first (then by id), with their totals. `before`: the (started_at,
+        id) of the last session of the previous page."""
         where: list[str] = []
         args: list[Any] = []
         if ids is not None:
@@ -583,6 +590,24 @@ class SQLiteStore:
             where.append("EXISTS (SELECT 1 FROM turns m WHERE m.session = s.id AND"
                          " (m.model = ? OR m.response_model = ?))")  # fmt: skip
             args.extend([model, model])
+        if cwd:  # known for runs `tapewire run` started, from their recorded context
+            where.append("s.name IN (SELECT session FROM run_contexts WHERE"
+                         " json_extract(context, '$.cwd') = ? OR"
+                         " json_extract(context, '$.cwd') LIKE ? ESCAPE '\\')")  # fmt: skip
+            root = cwd.rstrip("/")
+            args.extend([root, _like_prefix(root + "/")])
+        if before is not None:
+            where.append("(s.started_at < ? OR (s.started_at = ? AND s.id > ?))")
+            args.extend([before[0], before[0], before[1]])
+        # The page first, then its totals: aggregating every session to show fifty is slow.
+        page = (
+            "SELECT * FROM sessions s"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY s.started_at DESC, s.id"
+            + (" LIMIT ?" if limit else "")
+        )
+        if limit:
+            args.append(limit)
         sql = (
             "SELECT s.id, s.harness, s.harness_session_id, s.name, s.title, s.started_at,"
             " s.ended_at, count(t.exchange), sum(t.input_tokens), sum(t.output_tokens),"
@@ -593,13 +618,9 @@ class SQLiteStore:
             " (SELECT count(*) FROM threads h WHERE h.session = s.id),"
             " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id),"
             " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id AND c.is_error = 1)"
-            " FROM sessions s LEFT JOIN turns t ON t.session = s.id"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " GROUP BY s.id ORDER BY s.started_at DESC, s.id"
-            + (" LIMIT ?" if limit else "")
+            f" FROM ({page}) s LEFT JOIN turns t ON t.session = s.id"
+            " GROUP BY s.id ORDER BY s.started_at DESC, s.id"
         )
-        if limit:
-            args.append(limit)
         out = []
         for r in self.conn.execute(sql, args):
             out.append({
@@ -624,7 +645,7 @@ class SQLiteStore:
         ).fetchall()
         if exact:
             return sorted({r[0] for r in exact})
-        like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like = _like_prefix(ref)
         rows = self.conn.execute(
             "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\'"
             " OR harness_session_id LIKE ? ESCAPE '\\'",
@@ -691,6 +712,90 @@ class SQLiteStore:
             row["is_error"] = None if row["is_error"] is None else bool(row["is_error"])
             out.append(row)
         return out
+
+    def search_hits(
+        self,
+        query: str,
+        *,
+        session: str | None = None,
+        model: str | None = None,
+        tool: str | None = None,
+        role: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Full-text hits, best first: the node, which of its texts (`ordinal` among the node's
+        search rows), what it is, and the turn that first carried it."""
+        where = ["search MATCH ?"]
+        args: list[Any] = [query]
+        if session:
+            where.append("t.session = ?")
+            args.append(session)
+        if model:
+            where.append("(t.model = ? OR t.response_model = ?)")
+            args.extend([model, model])
+        if role:
+            where.append("n.role = ?")
+            args.append(role)
+        if since is not None:
+            where.append("t.started_at >= ?")
+            args.append(since)
+        if tool:
+            where.append("r.kind IN ('tool_arguments', 'tool_result') AND EXISTS (SELECT 1 FROM"
+                         " tool_calls c WHERE (c.call_node = r.node OR c.result_node = r.node)"
+                         " AND c.name = ?)")  # fmt: skip
+            args.append(tool)
+        sql = (
+            "SELECT r.node, r.kind, r.rowid, n.role, t.exchange, t.session, t.started_at,"
+            " coalesce(t.response_model, t.model), search.rank"
+            " FROM search JOIN search_rows r ON r.rowid = search.rowid"
+            " JOIN nodes n ON n.id = r.node JOIN turns t ON t.exchange = n.exchange"
+            f" WHERE {' AND '.join(where)} ORDER BY search.rank, r.rowid LIMIT ? OFFSET ?"
+        )
+        try:
+            rows = self.conn.execute(sql, (*args, limit, offset)).fetchall()
+        except sqlite3.OperationalError as e:  # FTS5 reports query syntax this way
+            raise SearchSyntaxError(f"not a valid search ({e}); see FTS5 query syntax") from e
+        out = []
+        for node, kind, rowid, node_role, exchange, sess, started, mdl, rank in rows:
+            ordinal = self.conn.execute(
+                "SELECT count(*) FROM search_rows WHERE node = ? AND rowid < ?", (node, rowid)
+            ).fetchone()[0]
+            out.append({"node": node, "kind": kind, "ordinal": ordinal, "role": node_role,
+                        "exchange_id": exchange, "session": sess, "started_at": started,
+                        "model": mdl, "rank": rank})  # fmt: skip
+        return out
+
+    def turn_index(self, exchange: str) -> int | None:
+        """1-based position of a turn in its session's time order."""
+        r = self.conn.execute(
+            "SELECT (SELECT count(*) FROM turns u WHERE u.session = t.session AND"
+            " (u.started_at < t.started_at OR (u.started_at = t.started_at AND"
+            " u.exchange <= t.exchange))) FROM turns t WHERE t.exchange = ?",
+            (exchange,),
+        ).fetchone()
+        return int(r[0]) if r else None
+
+    def tool_stats(self, session: str | None = None) -> list[dict[str, Any]]:
+        """Per tool name: calls, errors, and the latencies (ms) of the answered ones, sorted."""
+        where = " WHERE session = ?" if session else ""
+        stats: dict[str, dict[str, Any]] = {}
+        for name, is_error, asked, answered in self.conn.execute(
+            f"SELECT coalesce(name, ''), is_error, asked_at, answered_at FROM tool_calls{where}"
+            " ORDER BY name",
+            (session,) if session else (),
+        ):
+            entry = stats.setdefault(
+                name, {"name": name, "calls": 0, "errors": 0, "latencies_ms": []}
+            )
+            entry["calls"] += 1
+            entry["errors"] += is_error == 1
+            if asked is not None and answered is not None:
+                entry["latencies_ms"].append((answered - asked) * 1000)
+        for entry in stats.values():
+            entry["latencies_ms"].sort()
+        return list(stats.values())
 
     def search_nodes(self, query: str, limit: int = 50) -> list[tuple[str, str]]:
         """(node, kind) of the rows matching an FTS5 query, best first."""
