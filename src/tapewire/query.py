@@ -4,6 +4,7 @@ through here, so they never disagree."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 import math
 import re
 from collections.abc import Iterator
@@ -20,6 +21,17 @@ _TITLE_CHARS = 80
 
 class SessionNotFound(LookupError):
     pass
+
+
+def parse_time(value: str) -> float:
+    """An ISO date or date-time (naive: local time) as unix seconds; ValueError otherwise."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO date or date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.astimezone(UTC).timestamp()
 
 
 def resolve_session(store: Store, ref: str) -> str:
@@ -333,6 +345,6 @@ def export_records(store: Store, session_ids: list[str] | None = None) -> Iterat
     for sid in session_ids:
         detail = session_detail(store, sid)
         yield {"schema_version": EXPORT_SCHEMA, "type": "session", **detail["session"],
-               "threads": detail["threads"]}  # fmt: skip
+               "thread_list": detail["threads"]}  # fmt: skip
         for turn in detail["turns"]:
             yield {"schema_version": EXPORT_SCHEMA, "type": "turn", "session": sid, **turn}

@@ -5,12 +5,16 @@ from __future__ import annotations
 import click
 
 from tapewire import __version__
+from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
+from tapewire.cli.export import export
 from tapewire.cli.repair import rederive, verify
 from tapewire.cli.run import run
+from tapewire.cli.search import search
 from tapewire.cli.serve import serve
 from tapewire.cli.sessions import sessions, show
 from tapewire.cli.status import status
+from tapewire.cli.tools import tools
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,3 +35,7 @@ main.add_command(sessions)
 main.add_command(show)
 main.add_command(rederive)
 main.add_command(verify)
+main.add_command(search)
+main.add_command(diff)
+main.add_command(tools)
+main.add_command(export)

@@ -3,51 +3,25 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.markup import escape
 
+from tapewire.cli import reading
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, table, when
-from tapewire.query import SessionNotFound, resolve_session, session_detail
+from tapewire.query import raw_exchange, session_detail
 from tapewire.query import sessions as list_sessions
-from tapewire.store import Store, open_store
-
-
-def _open(db: Path) -> Store:
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
-    return open_store(db, readonly=True)
-
-
-def _since(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise click.BadParameter(f"{value!r} is not an ISO date or time") from e
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return moment.astimezone(UTC).timestamp()
-
-
-def _tokens(n: int | None) -> str:
-    if not n:
-        return "-"
-    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
-
-
-def _cost(v: float | None) -> str:
-    return "?" if v is None else f"${v:.4f}"
 
 
 @click.command()
 @click.option("--since", help="Only sessions active since this ISO date or time.")
 @click.option("--harness", help="claude-code, codex, aider or unknown.")
 @click.option("--model", help="Only sessions that used this model.")
+@click.option("--cwd", help="Only runs `tapewire run` started in this directory (or below).")
 @click.option("--limit", "-n", type=int, default=None, help="At most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
@@ -55,112 +29,231 @@ def sessions(
     since: str | None,
     harness: str | None,
     model: str | None,
+    cwd: str | None,
     limit: int | None,
     as_json: bool,
     db: Path,
     journal: Path | None,
 ) -> None:
     """List recorded sessions, newest first."""
-    store = _open(db)
+    store = reading.open_db(db)
     try:
-        rows = list_sessions(store, since=_since(since), harness=harness, model=model, limit=limit)
+        rows = list_sessions(
+            store, since=reading.since(since), harness=harness, model=model,
+            cwd=str(Path(cwd).resolve()) if cwd else None, limit=limit,
+        )  # fmt: skip
     finally:
         store.close()
     if as_json:
         emit_json(rows)
         return
-    t = table("id", "title", "harness", "started", "turns", "tools", "errors", "tokens", "cost")
+    t = table(
+        "id", "title", "harness", "started", "took", "turns", "tools", "errors", "tokens", "cost"
+    )
     for r in rows:
         t.add_row(
             r["id"][:8],
-            (r["title"] or "-")[:60],
+            escape((r["title"] or "-")[:60]),
             r["harness"],
             when(r["started_at"]),
+            reading.duration(r["duration_s"]),
             str(r["turns"]),
             str(r["tool_calls"]),
             str(r["tool_errors"]),
-            _tokens(r["input_tokens"] + r["output_tokens"]),
-            _cost(r["cost_usd"]),
+            reading.tokens(r["input_tokens"] + r["output_tokens"]),
+            reading.cost(r["cost_usd"]),
         )
     console().print(t)
 
 
 @click.command()
 @click.argument("session")
+@click.option("--turn", "turn_no", type=int, help="Show turn N in full.")
+@click.option("--raw", "raw_no", type=int, help="The exchange of turn N as it crossed the wire.")
+@click.option("--thinking", is_flag=True, help="Unfold thinking.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def show(session: str, as_json: bool, db: Path, journal: Path | None) -> None:
-    """Show a session's turns: what the agent saw, what it decided, what the tools returned.
+def show(
+    session: str,
+    turn_no: int | None,
+    raw_no: int | None,
+    thinking: bool,
+    as_json: bool,
+    db: Path,
+    journal: Path | None,
+) -> None:
+    """Show a session's timeline: per turn what the agent saw that was new, what it decided,
+    what its tools returned, timings, tokens and cost. Subagents are nested under the tool call
+    that spawned them; side calls (titles, probes) are listed apart.
 
     SESSION is its id, a unique prefix of it, its /s/ name or the harness's session id.
     """
-    store = _open(db)
+    store = reading.open_db(db)
     try:
-        try:
-            detail = session_detail(store, resolve_session(store, session))
-        except SessionNotFound as e:
-            raise click.ClickException(str(e)) from e
+        detail = session_detail(store, reading.session_ref(store, session))
+        wanted = turn_no or raw_no
+        if wanted is not None and not 1 <= wanted <= len(detail["turns"]):
+            raise click.ClickException(f"the session has turns 1 to {len(detail['turns'])}")
+        raw = raw_exchange(store, detail["turns"][raw_no - 1]["exchange_id"]) if raw_no else None
     finally:
         store.close()
-    if as_json:
+    if raw is not None:
+        emit_json(raw) if as_json else _print_raw(raw)
+    elif turn_no is not None:
+        turn = detail["turns"][turn_no - 1]
+        emit_json(turn) if as_json else _print_turn(console(), turn, _lanes(detail), full=True)
+    elif as_json:
         emit_json(detail)
-        return
-    _print_detail(detail)
+    else:
+        _print_detail(detail, thinking)
 
 
-def _print_detail(detail: dict[str, Any]) -> None:
+def _lanes(detail: dict[str, Any]) -> dict[str | None, str]:
+    lanes: dict[str | None, str] = {None: "side"}
+    agents = 0
+    for t in detail["threads"]:
+        if t["kind"] == "main":
+            lanes[t["id"]] = "main"
+        else:
+            agents += 1
+            lanes[t["id"]] = f"agent {agents}"
+    return lanes
+
+
+def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
     out = console()
     s = detail["session"]
-    out.print(f"[bold]{s['title'] or s['id']}[/bold]  {s['harness']}  {when(s['started_at'])}")
+    out.print(f"[bold]{escape(s['title'] or s['id'])}[/bold]  {s['id']}")
     out.print(
+        f"{s['harness']} · {when(s['started_at'])} · {reading.duration(s['duration_s'])} · "
         f"{s['turns']} turns · {s['threads']} threads · {s['tool_calls']} tool calls "
-        f"({s['tool_errors']} errors) · {_tokens(s['input_tokens'])} in · "
-        f"{_tokens(s['output_tokens'])} out · {_cost(s['cost_usd'])}",
+        f"({s['tool_errors']} errors) · {reading.tokens(s['input_tokens'])} in · "
+        f"{reading.tokens(s['output_tokens'])} out · {reading.cost(s['cost_usd'])}",
         markup=False,
     )
-    lanes = {t["id"]: ("main" if t["kind"] == "main" else f"agent {i}")
-             for i, t in enumerate(detail["threads"])}  # fmt: skip
-    for n, turn in enumerate(detail["turns"], 1):
-        lane = lanes.get(turn["thread"], "side") if turn["thread"] else "side"
-        ms = f"{turn['duration_ms']:.0f} ms" if turn["duration_ms"] is not None else "-"
-        out.print()
-        out.print(
-            f"[bold]#{n}[/bold] {lane} · {turn['model'] or '-'} · {ms} · "
-            f"{_tokens(turn['usage']['output_tokens'])} out · {_cost(turn['cost_usd'])}"
-        )
-        for msg in turn["input"]:
-            for line in _part_lines(msg["parts"]):
-                out.print(f"  [dim]{msg['role']:>9}[/dim] ", line, markup=True, highlight=False)
-        for line in _part_lines(turn["output"]):
-            out.print("  [cyan]assistant[/cyan] ", line)
-        if turn["error"]:
-            out.print(f"  [red]error[/red] {turn['error']}", highlight=False)
+    lanes = _lanes(detail)
+    spawned = {t["spawned_by"]: t["id"] for t in detail["threads"] if t.get("spawned_by")}
+    by_thread: dict[str | None, list[dict[str, Any]]] = {}
+    for turn in detail["turns"]:
+        by_thread.setdefault(turn["thread"], []).append(turn)
+    shown: set[str | None] = set()
+
+    def lane(thread: str | None, depth: int) -> None:
+        shown.add(thread)
+        for turn in by_thread.get(thread, []):
+            _print_turn(out, turn, lanes, indent="    " * depth, thinking=thinking)
+            for call in turn["tool_calls"]:
+                child = spawned.get(call["id"])
+                if child is not None and child not in shown:
+                    lane(child, depth + 1)
+
+    for t in detail["threads"]:
+        if t["kind"] == "main":
+            lane(t["id"], 0)
+    for t in detail["threads"]:  # subagents whose spawning call could not be told
+        if t["id"] not in shown:
+            out.print(f"\n[bold]{lanes[t['id']]}[/bold] (its spawning tool call is not known)")
+            lane(t["id"], 1)
+    if by_thread.get(None):
+        out.print("\n[bold]side calls[/bold] (titles, probes, summaries: outside the conversation)")
+        lane(None, 1)
 
 
-def _part_lines(parts: list[dict[str, Any]]) -> list[str]:
-    from rich.markup import escape
+def _print_turn(
+    out: Console,
+    turn: dict[str, Any],
+    lanes: dict[str | None, str],
+    *,
+    indent: str = "",
+    thinking: bool = False,
+    full: bool = False,
+) -> None:
+    ms = f"{turn['duration_ms']:.0f} ms" if turn["duration_ms"] is not None else "-"
+    ttfb = f" (first byte {turn['ttfb_ms']:.0f} ms)" if turn["ttfb_ms"] is not None else ""
+    out.print()
+    out.print(
+        f"{indent}[bold]#{turn['index']}[/bold] {lanes.get(turn['thread'], 'side')} · "
+        f"{escape(turn['model'] or '-')} · {ms}{ttfb} · "
+        f"{reading.tokens(turn['usage']['input_tokens'])} in · "
+        f"{reading.tokens(turn['usage']['output_tokens'])} out · {reading.cost(turn['cost_usd'])}"
+    )
+    width = None if full else 160
+    for msg in turn["input"]:
+        for line in _part_lines(msg["parts"], width, thinking or full):
+            out.print(f"{indent}  [dim]{msg['role']:>9}[/dim] {line}")
+    for line in _part_lines(turn["output"], width, thinking or full):
+        out.print(f"{indent}  [cyan]assistant[/cyan] {line}")
+    if turn["error"]:
+        out.print(f"{indent}  [red]error[/red] {escape(turn['error'])}")
+    for call in turn["tool_calls"]:
+        if not call["answered"]:
+            out.print(
+                f"{indent}  [yellow]unanswered[/yellow] {escape(str(call['name']))} {call['id']}"
+            )
 
+
+def _part_lines(parts: list[dict[str, Any]], width: int | None, unfold: bool) -> list[str]:
     lines = []
     for p in parts:
         kind = p.get("type")
-        if kind == "text":
-            lines.append(escape(_short(p.get("text") or "")))
+        if kind in ("text", "refusal"):
+            lines.append(escape(_short(p.get("text") or "", width)))
         elif kind == "thinking":
             text = p.get("text") or "(not shown by the provider)"
-            lines.append(f"[dim]thinking: {escape(_short(text))}[/dim]")
-        elif kind == "tool_call":
             lines.append(
-                f"[yellow]→ {escape(str(p.get('name')))}[/yellow] {escape(_short(json.dumps(p.get('arguments'), ensure_ascii=False)))}"
+                f"[dim]thinking: {escape(_short(text, width if not unfold else None))}[/dim]"
+            )
+        elif kind == "tool_call":
+            args = json.dumps(p.get("arguments"), ensure_ascii=False, indent=None if width else 2)
+            lines.append(
+                f"[yellow]→ {escape(str(p.get('name')))}[/yellow] {escape(_short(args, width))}"
             )
         elif kind == "tool_result":
-            text = " ".join(c.get("text") or "" for c in p.get("content") or [])
-            mark = "[red]✗[/red]" if p.get("is_error") else "←"
-            lines.append(f"{mark} {escape(_short(text))}")
+            text = "\n".join(c.get("text") or "" for c in p.get("content") or [])
+            mark = "[red]✗ error[/red]" if p.get("is_error") else "←"
+            lines.append(f"{mark} {escape(_short(text, width))}")
         else:
-            lines.append(f"[dim]{escape(str(kind))}[/dim]")
+            lines.append(f"[dim]{escape(str(p.get('name') or kind))}[/dim]")
     return lines
 
 
-def _short(text: str, width: int = 160) -> str:
+def _short(text: str, width: int | None = 160) -> str:
+    if width is None:
+        return text
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_raw(raw: dict[str, Any]) -> None:
+    out = console()
+    out.print(
+        f"[bold]{raw['method']} {escape(raw['path'])}[/bold]  → {escape(raw['upstream_url'])}"
+    )
+    for k, v in raw["request_headers"]:
+        out.print(f"{escape(k)}: {escape(v)}", highlight=False)
+    _print_body(out, raw["request_body"])
+    out.print(
+        f"\n[bold]{raw['status'] or '-'}[/bold]  {raw['outcome']}"
+        + (f"  {escape(raw['error'])}" if raw["error"] else "")
+    )
+    for k, v in raw["response_headers"]:
+        out.print(f"{escape(k)}: {escape(v)}", highlight=False)
+    _print_body(out, raw["response_body"])
+    t = raw["timings"]
+    start = t["started"]
+    marks = ", ".join(
+        f"{k} +{(v - start) * 1000:.1f} ms"
+        for k, v in t.items()
+        if v is not None and k != "started"
+    )
+    out.print(f"\n[dim]{when(start)}: {marks}[/dim]")
+
+
+def _print_body(out: Console, body: dict[str, Any]) -> None:
+    out.print()
+    if body["note"]:
+        out.print(f"[dim]({escape(body['note'])})[/dim]")
+    if body["text"] is not None:
+        out.print(body["text"], markup=False, highlight=False)
+    elif body["size"]:
+        out.print(f"[dim]{body['size']} bytes of binary, base64 in --json[/dim]")
