@@ -4,10 +4,10 @@ through here, so they never disagree."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 import math
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from tapewire.content_encoding import DecodeError, decode
