@@ -11,12 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tapewire.content_encoding import DecodeError, decode
-from tapewire.store import SearchSyntaxError as SearchSyntaxError
-from tapewire.store import Store
+from tapewire.store import SearchSyntaxError, Store
 
 _USAGE = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
           "cache_write_1h_tokens", "reasoning_tokens")  # fmt: skip
 _TITLE_CHARS = 80
+
+
+__all__ = [
+    "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "diff", "export_records",
+    "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
+    "session_detail", "sessions", "snippet_of", "tool_stats",
+]  # fmt: skip
 
 
 class SessionNotFound(LookupError):
