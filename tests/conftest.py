@@ -57,3 +57,32 @@ def wait_ingested(service: Service, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"ingest did not catch up: {service.ingester.status()}")
+
+
+async def _replay_recording(url: str) -> None:
+    import aiohttp
+
+    from fakeprovider import load_recording
+
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        for turn in load_recording(RECORDING):
+            async with http.post(
+                url + "/v1/messages?beta=true", headers=turn.request_headers, data=turn.request_body
+            ) as resp:
+                await resp.read()
+
+
+@pytest.fixture(scope="session")
+def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database holding the 17 recorded Claude Code turns, replayed through a real proxy
+    from the fake provider, stored and derived. Shared: tests only read it (copy it first
+    to change it)."""
+    import asyncio
+
+    tmp = tmp_path_factory.mktemp("recorded")
+    with FakeProvider(RECORDING) as fake:
+        settings = settings_for(fake, tmp)
+        with ServiceThread(settings) as service:
+            asyncio.run(_replay_recording(service.url))
+            stored(service).close()
+    return settings.db

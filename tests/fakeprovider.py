@@ -693,6 +693,10 @@ class FakeProvider:
     def __enter__(self) -> FakeProvider:
         return self.start()
 
+    def answer_as(self, body: bytes, turn: RecordedTurn) -> None:
+        """Answer a request body (an edited recording) with a recorded turn's response."""
+        self._by_body.setdefault(body, turn)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -9,13 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from conftest import RECORDING, settings_for, stored
-from fakeprovider import FakeProvider, load_recording
+from conftest import RECORDING
+from fakeprovider import load_recording
 from servecli import cli
-from tapewire.service import ServiceThread
 
 TURNS = load_recording(RECORDING)
 SESSION_ID = "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"
@@ -54,28 +52,6 @@ def _recorded_tool_calls() -> tuple[int, int]:
                 if block.get("type") == "tool_result" and block.get("is_error"):
                     errors.add(block["tool_use_id"])
     return calls, len(errors)
-
-
-async def _replay(url: str) -> None:
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
-        for turn in TURNS:
-            async with http.post(
-                url + "/v1/messages?beta=true", headers=turn.request_headers, data=turn.request_body
-            ) as resp:
-                await resp.read()
-
-
-@pytest.fixture(scope="module")
-def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import asyncio
-
-    tmp = tmp_path_factory.mktemp("recorded")
-    with FakeProvider(RECORDING) as fake:
-        settings = settings_for(fake, tmp)
-        with ServiceThread(settings) as service:
-            asyncio.run(_replay(service.url))
-            stored(service).close()
-    return settings.db
 
 
 def _json(*args: str) -> Any:

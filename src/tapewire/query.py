@@ -265,7 +265,8 @@ def search_texts(role: str, content: list[dict[str, Any]]) -> list[tuple[str, st
     from tapewire.model import Part
 
     return [
-        (kind, text) for _, kind, text in search_rows("", role, [_part(p, Part) for p in content])
+        (kind, text)
+        for _, kind, text, _ in search_rows("", role, [_part(p, Part) for p in content])
     ]
 
 
@@ -285,11 +286,14 @@ def _terms(query: str) -> list[str]:
 
 
 def snippet_of(text: str, terms: list[str]) -> tuple[str, list[list[int]]]:
-    """About 200 characters of `text` around its first match, and the matched spans in it."""
+    """About 200 characters of `text` around its first match, and the matched spans in it.
+    Words are told apart as FTS5's unicode61 tokenizer does: `_` separates them too."""
     flat = " ".join(text.split())
     lower = flat.lower()
     pattern = (
-        re.compile(r"\b(" + "|".join(re.escape(t) for t in terms) + r")\w*") if terms else None
+        re.compile(r"(?<![^\W_])(" + "|".join(re.escape(t) for t in terms) + r")[^\W_]*")
+        if terms
+        else None
     )
     first = pattern.search(lower) if pattern else None
     start = max(0, (first.start() if first else 0) - _SNIPPET // 3)

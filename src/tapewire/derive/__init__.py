@@ -57,23 +57,24 @@ def _result_text(part: Part) -> str:
     return "\n".join(pieces)
 
 
-def search_rows(node: str, role: str, parts: list[Part]) -> list[tuple[str, str, str]]:
-    """What full-text search sees of a message: its text, thinking, tool arguments, results."""
-    rows = []
+def search_rows(node: str, role: str, parts: list[Part]) -> list[tuple[str, str, str, str | None]]:
+    """What full-text search sees of a message: its text, thinking, tool arguments, results;
+    as (node, kind, text, tool call id)."""
+    rows: list[tuple[str, str, str, str | None]] = []
     for p in parts:
         if p.type in ("text", "refusal") and p.text:
-            rows.append((node, _SEARCH_KIND.get(role, "prompt"), p.text))
+            rows.append((node, _SEARCH_KIND.get(role, "prompt"), p.text, None))
         elif p.type == "thinking" and p.text:
-            rows.append((node, "thinking", p.text))
+            rows.append((node, "thinking", p.text, None))
         elif p.type == "tool_call":
             args = (
                 p.arguments if isinstance(p.arguments, str) else orjson.dumps(p.arguments).decode()
             )
-            rows.append((node, "tool_arguments", f"{p.name or ''} {args}"))
+            rows.append((node, "tool_arguments", f"{p.name or ''} {args}", p.id))
         elif p.type == "tool_result":
             text = _result_text(p)
             if text:
-                rows.append((node, "tool_result", text))
+                rows.append((node, "tool_result", text, p.id))
     return rows
 
 

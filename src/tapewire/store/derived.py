@@ -102,4 +102,5 @@ class Derived:
     nodes: list[NodeRow] = field(default_factory=list)
     tool_calls: list[ToolCallRow] = field(default_factory=list)
     tool_results: list[ToolResultRow] = field(default_factory=list)
-    search: list[tuple[str, str, str]] = field(default_factory=list)  # (node, kind, text)
+    # (node, kind, text, tool call id): what full-text search indexes
+    search: list[tuple[str, str, str, str | None]] = field(default_factory=list)

@@ -167,7 +167,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE search_rows (        -- what each full-text row is: the text is in its node
             rowid INTEGER PRIMARY KEY,
             node TEXT NOT NULL,
-            kind TEXT NOT NULL            -- prompt | response | thinking | tool_arguments | tool_result
+            kind TEXT NOT NULL,           -- prompt | response | thinking | tool_arguments | tool_result
+            call TEXT                     -- the tool call id of tool arguments and results
         );
         CREATE VIRTUAL TABLE search USING fts5(text, content = '', tokenize = 'unicode61');
         """,

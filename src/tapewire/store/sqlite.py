@@ -270,20 +270,21 @@ class SQLiteStore:
 
     def _write_derived(self, d: Derived) -> None:
         c = self.conn
-        searchable: dict[str, list[tuple[str, str]]] = {}
-        for node, kind, text in d.search:
-            searchable.setdefault(node, []).append((kind, text))
+        searchable: dict[str, list[tuple[str, str, str | None]]] = {}
+        for node, kind, text, call_id in d.search:
+            searchable.setdefault(node, []).append((kind, text, call_id))
         for n in d.nodes:
             inserted = c.execute(
                 "INSERT INTO nodes VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
                 (n.id, n.parent, n.role, _pack(n.content), n.depth, n.exchange),
             ).rowcount
             if inserted:  # content-addressed: a shared node is indexed once
-                for kind, text in searchable.get(n.id, []):
+                for kind, text, call_id in searchable.get(n.id, []):
                     # Contentless: the index keeps no second copy of the text, which the
                     # node already holds.
                     rowid = c.execute(
-                        "INSERT INTO search_rows (node, kind) VALUES (?, ?)", (n.id, kind)
+                        "INSERT INTO search_rows (node, kind, call) VALUES (?, ?, ?)",
+                        (n.id, kind, call_id),
                     ).lastrowid
                     c.execute("INSERT INTO search (rowid, text) VALUES (?, ?)", (rowid, text))
         s = d.session
@@ -742,9 +743,8 @@ class SQLiteStore:
             where.append("t.started_at >= ?")
             args.append(since)
         if tool:
-            where.append("r.kind IN ('tool_arguments', 'tool_result') AND EXISTS (SELECT 1 FROM"
-                         " tool_calls c WHERE (c.call_node = r.node OR c.result_node = r.node)"
-                         " AND c.name = ?)")  # fmt: skip
+            where.append("EXISTS (SELECT 1 FROM tool_calls c WHERE c.session = t.session"
+                         " AND c.call_id = r.call AND c.name = ?)")  # fmt: skip
             args.append(tool)
         sql = (
             "SELECT r.node, r.kind, r.rowid, n.role, t.exchange, t.session, t.started_at,"

@@ -1,0 +1,1 @@
+"""Analyses over derived sessions: pure functions of what `tapewire.query` returns."""
