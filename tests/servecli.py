@@ -18,7 +18,8 @@ class ServeProcess:
         self.log = log or db.with_suffix(".log")
         self.args = [
             sys.executable, "-m", "tapewire", "serve", "--listen", "127.0.0.1:0", "--db", str(db),
-            "--grace", "5", *(f"--upstream={n}={upstream_url}" for n in ("anthropic", "openai", "ollama")),
+            "--grace", "5", "--ui-listen", "127.0.0.1:0",
+            *(f"--upstream={n}={upstream_url}" for n in ("anthropic", "openai", "ollama")),
             *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None

@@ -21,7 +21,7 @@ _TITLE_CHARS = 80
 __all__ = [
     "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "diff", "export_records",
     "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
-    "session_detail", "sessions", "snippet_of", "tool_stats",
+    "session_detail", "session_summary", "sessions", "snippet_of", "tool_stats",
 ]  # fmt: skip
 
 
@@ -42,7 +42,10 @@ def parse_time(value: str) -> float:
 
 def resolve_session(store: Store, ref: str) -> str:
     """A session named by its id, a unique prefix of it, its /s/ name or the harness's id."""
-    found = store.find_sessions(ref)
+    if not ref.strip():
+        raise SessionNotFound("name a session: its id, a prefix of it, its /s/ name")
+    # Past a few hundred characters nothing is a prefix of an id; SQLite refuses huge patterns.
+    found = store.find_sessions(ref) if len(ref) <= 512 else []
     if not found:
         raise SessionNotFound(f"no session matches {ref!r}")
     if len(found) > 1:
@@ -115,13 +118,18 @@ def _result(node: dict[str, Any] | None, call_id: str) -> str | None:
     return None
 
 
-def session_detail(store: Store, session: str) -> dict[str, Any]:
-    """The session's summary and its turns in time order."""
+def session_summary(store: Store, session: str) -> dict[str, Any]:
+    """The session's totals and threads, without reading its turns."""
     summary = store.session_rows(ids=[session])
     if not summary:
         raise SessionNotFound(f"no session {session!r}")
-    head = summary[0]
-    _finish(store, head)
+    _finish(store, summary[0])
+    return {"session": summary[0], "threads": store.thread_rows(session)}
+
+
+def session_detail(store: Store, session: str) -> dict[str, Any]:
+    """The session's summary and its turns in time order."""
+    head = session_summary(store, session)["session"]
     turns = store.turn_rows(session)
     calls = store.tool_call_rows(session)
     calls_by_exchange: dict[str, list[dict[str, Any]]] = {}

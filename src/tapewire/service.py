@@ -58,13 +58,13 @@ class Settings:
         return self.journal or Path(str(self.db) + ".journal")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
 class Service:
     def __init__(self, settings: Settings) -> None:
-        if not _is_loopback(settings.host) and not settings.token:
+        if not is_loopback(settings.host) and not settings.token:
             raise ValueError(
                 f"refusing to listen on {settings.host} without --token: "
                 "beyond loopback, every request must carry x-tapewire-token"

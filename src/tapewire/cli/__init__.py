@@ -15,6 +15,7 @@ from tapewire.cli.serve import serve
 from tapewire.cli.sessions import sessions, show
 from tapewire.cli.status import status
 from tapewire.cli.tools import tools
+from tapewire.cli.ui import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,3 +40,4 @@ main.add_command(search)
 main.add_command(diff)
 main.add_command(tools)
 main.add_command(export)
+main.add_command(ui)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,9 +16,13 @@ from tapewire.cli.options import (
     setup_logging,
     split_hostport,
 )
+from tapewire.cli.ui import UI_PORT, read_api_line
 from tapewire.journal.segments import JournalLocked
 from tapewire.pricing import PriceTable
 from tapewire.service import Service, new_loop
+
+if TYPE_CHECKING:
+    from tapewire.web import ReadServer
 
 
 def agent_lines(url: str) -> list[str]:
@@ -41,13 +46,15 @@ def agent_lines(url: str) -> list[str]:
     default="127.0.0.1:8081",
     envvar="TAPEWIRE_UI_LISTEN",
     show_default=True,
-    help="HOST:PORT for the read side (web UI and API; reserved, not served yet).",
+    help="HOST:PORT for the read API (docs/api.md); port 0 picks a free one.",
 )
+@click.option("--no-ui", is_flag=True, help="Record only: no read API.")
 @click.option(
     "--token",
     envvar="TAPEWIRE_TOKEN",
     default=None,
-    help="Required to listen beyond loopback: clients send it as x-tapewire-token.",
+    help="Required to listen beyond loopback: proxy clients send it as x-tapewire-token, "
+    "read API clients as Authorization: Bearer TOKEN.",
 )
 @click.option(
     "--grace",
@@ -62,6 +69,7 @@ def agent_lines(url: str) -> list[str]:
 def serve(
     listen: str,
     ui_listen: str,
+    no_ui: bool,
     token: str | None,
     grace: float,
     verbose: bool,
@@ -73,20 +81,43 @@ def serve(
     settings.host, settings.port = split_hostport(listen, 8080)
     settings.token = token
     settings.grace = grace
-    split_hostport(ui_listen, 8081)  # validated now; the read side arrives with its issue
     try:
+        read = None if no_ui else _read_server(settings.db, ui_listen, token)
         PriceTable.load(settings.prices)  # a bad price file is said now, not in the worker's log
         service = Service(settings)
     except (JournalLocked, ValueError) as e:
         raise click.ClickException(str(e)) from None
     loop = new_loop()
     try:
-        loop.run_until_complete(_serve(service))
+        loop.run_until_complete(_serve(service, read))
     finally:
         loop.close()
 
 
-async def _serve(service: Service) -> None:
+def _read_server(db: Path, ui_listen: str, token: str | None) -> ReadServer:
+    """The read API on its own thread and loop; ValueError beyond loopback without a token."""
+    from tapewire.web import ReadServer
+
+    host, port = split_hostport(ui_listen, UI_PORT)
+    return ReadServer(db, host, port, token)
+
+
+async def _start_read(read: ReadServer) -> bool:
+    """Recording matters more: a read API that cannot listen is said, and recording goes on."""
+    try:
+        await asyncio.to_thread(read.start)
+    except OSError as e:
+        click.echo(
+            f"tapewire: no read API: cannot listen on {read.host}:{read.port}: {e}"
+            " (--ui-listen HOST:PORT for another address, --no-ui for none)",
+            err=True,
+        )
+        return False
+    click.echo(read_api_line(read.url), err=True)
+    return True
+
+
+async def _serve(service: Service, read: ReadServer | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,8 +135,11 @@ async def _serve(service: Service) -> None:
     for line in agent_lines(url):
         click.echo(line, err=True)
     click.echo("or start one recorded: tapewire run -- claude", err=True)
+    reading = read is not None and await _start_read(read)
     await stop.wait()
     click.echo("tapewire: stopping (finishing streams, flushing the journal)", err=True)
+    if read is not None and reading:
+        await asyncio.to_thread(read.stop)
     await service.stop()
     status = service.ingester.status()
     click.echo(

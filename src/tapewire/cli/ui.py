@@ -1,0 +1,67 @@
+"""`tapewire ui`: the read side alone (the HTTP JSON API, docs/api.md) over an existing
+database, without a proxy."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from tapewire.cli.options import default_db, setup_logging, split_hostport
+
+UI_PORT = 8081
+
+
+def read_api_line(url: str) -> str:
+    return f"read API: {url}  (docs: {url}/api/docs, reference: docs/api.md)"
+
+
+@click.command()
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="TAPEWIRE_DB",
+    default=default_db,
+    show_default="the user data directory",
+    help="SQLite database file.",
+)
+@click.option(
+    "--listen",
+    default=f"127.0.0.1:{UI_PORT}",
+    envvar="TAPEWIRE_UI_LISTEN",
+    show_default=True,
+    help="HOST:PORT for the read API (port 0 picks a free one).",
+)
+@click.option(
+    "--token",
+    envvar="TAPEWIRE_TOKEN",
+    default=None,
+    help="Required to listen beyond loopback: clients send Authorization: Bearer TOKEN.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def ui(db: Path, listen: str, token: str | None, verbose: bool) -> None:
+    """Serve the read API over an existing database until SIGINT or SIGTERM."""
+    from tapewire.web import ReadServer
+
+    setup_logging(verbose)
+    if not db.exists():
+        raise click.ClickException(f"no database at {db}: nothing recorded yet")
+    host, port = split_hostport(listen, UI_PORT)
+    try:
+        server = ReadServer(db, host, port, token)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        server.start()
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e}") from None
+    click.echo(read_api_line(server.url), err=True)
+    click.echo(f"  database: {db}", err=True)
+    stop.wait()
+    click.echo("tapewire: stopping the read API", err=True)
+    server.stop()
