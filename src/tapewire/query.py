@@ -231,12 +231,14 @@ def search(
     since: float | None = None,
     limit: int = 20,
     offset: int = 0,
+    rank: bool = False,
 ) -> list[dict[str, Any]]:
-    """Full-text search (FTS5 query syntax) across every session, best first. Each hit names
+    """Full-text search (FTS5 query syntax) across every session, newest first (`rank`: most
+    relevant first, bm25, which costs a pass over every match). Each hit names
     its session, turn and where it is (prompt, response, thinking, tool_arguments,
     tool_result), with a snippet of the text and the spans that matched."""
     hits = store.search_hits(query, session=session, model=model, tool=tool, role=role,
-                             since=since, limit=limit, offset=offset)  # fmt: skip
+                             since=since, limit=limit, offset=offset, rank=rank)  # fmt: skip
     nodes = store.node_rows(sorted({h["node"] for h in hits}))
     titles: dict[str, str | None] = {}
     terms = _terms(query)

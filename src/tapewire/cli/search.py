@@ -24,6 +24,8 @@ from tapewire.query import search as run_search
               help="Only messages of this role.")  # fmt: skip
 @click.option("--since", help="Only turns since this ISO date or time.")
 @click.option("--limit", "-n", type=int, default=20, show_default=True)
+@click.option("--rank", is_flag=True, help="Most relevant first (bm25), not newest first; "
+              "slower for words that are everywhere.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
 def search(
@@ -34,6 +36,7 @@ def search(
     role: str | None,
     since: str | None,
     limit: int,
+    rank: bool,
     as_json: bool,
     db: Path,
     journal: Path | None,
@@ -46,7 +49,7 @@ def search(
     try:
         sid = reading.session_ref(store, session) if session else None
         hits = run_search(store, query, session=sid, model=model, tool=tool, role=role,
-                          since=reading.since(since), limit=limit)  # fmt: skip
+                          since=reading.since(since), limit=limit, rank=rank)  # fmt: skip
     except SearchSyntaxError as e:
         raise click.ClickException(str(e)) from None
     finally:

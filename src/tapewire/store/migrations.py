@@ -168,7 +168,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             rowid INTEGER PRIMARY KEY,
             node TEXT NOT NULL,
             kind TEXT NOT NULL,           -- prompt | response | thinking | tool_arguments | tool_result
-            call TEXT                     -- the tool call id of tool arguments and results
+            call TEXT,                    -- the tool call id of tool arguments and results
+            ordinal INTEGER NOT NULL      -- which of its node's search rows it is
         );
         CREATE VIRTUAL TABLE search USING fts5(text, content = '', tokenize = 'unicode61');
         """,

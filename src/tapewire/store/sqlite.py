@@ -279,12 +279,12 @@ class SQLiteStore:
                 (n.id, n.parent, n.role, _pack(n.content), n.depth, n.exchange),
             ).rowcount
             if inserted:  # content-addressed: a shared node is indexed once
-                for kind, text, call_id in searchable.get(n.id, []):
+                for ordinal, (kind, text, call_id) in enumerate(searchable.get(n.id, [])):
                     # Contentless: the index keeps no second copy of the text, which the
                     # node already holds.
                     rowid = c.execute(
-                        "INSERT INTO search_rows (node, kind, call) VALUES (?, ?, ?)",
-                        (n.id, kind, call_id),
+                        "INSERT INTO search_rows (node, kind, call, ordinal) VALUES (?, ?, ?, ?)",
+                        (n.id, kind, call_id, ordinal),
                     ).lastrowid
                     c.execute("INSERT INTO search (rowid, text) VALUES (?, ?)", (rowid, text))
         s = d.session
@@ -725,9 +725,11 @@ class SQLiteStore:
         since: float | None = None,
         limit: int = 50,
         offset: int = 0,
+        rank: bool = False,
     ) -> list[dict[str, Any]]:
-        """Full-text hits, best first: the node, which of its texts (`ordinal` among the node's
-        search rows), what it is, and the turn that first carried it."""
+        """Full-text hits, newest first (or best first, by bm25, with `rank`): the node, which
+        of its texts (`ordinal` among the node's search rows), what it is, and the turn that
+        first carried it."""
         where = ["search MATCH ?"]
         args: list[Any] = [query]
         if session:
@@ -746,25 +748,25 @@ class SQLiteStore:
             where.append("EXISTS (SELECT 1 FROM tool_calls c WHERE c.session = t.session"
                          " AND c.call_id = r.call AND c.name = ?)")  # fmt: skip
             args.append(tool)
+        # Newest first walks the index in rowid order and stops at the page's end; ranking
+        # by relevance must score every match first (seconds for a word in half the store).
+        order = "search.rank, search.rowid" if rank else "search.rowid DESC"
         sql = (
-            "SELECT r.node, r.kind, r.rowid, n.role, t.exchange, t.session, t.started_at,"
+            "SELECT r.node, r.kind, r.ordinal, n.role, t.exchange, t.session, t.started_at,"
             " coalesce(t.response_model, t.model), search.rank"
             " FROM search JOIN search_rows r ON r.rowid = search.rowid"
             " JOIN nodes n ON n.id = r.node JOIN turns t ON t.exchange = n.exchange"
-            f" WHERE {' AND '.join(where)} ORDER BY search.rank, r.rowid LIMIT ? OFFSET ?"
+            f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
         )
         try:
             rows = self.conn.execute(sql, (*args, limit, offset)).fetchall()
         except sqlite3.OperationalError as e:  # FTS5 reports query syntax this way
             raise SearchSyntaxError(f"not a valid search ({e}); see FTS5 query syntax") from e
         out = []
-        for node, kind, rowid, node_role, exchange, sess, started, mdl, rank in rows:
-            ordinal = self.conn.execute(
-                "SELECT count(*) FROM search_rows WHERE node = ? AND rowid < ?", (node, rowid)
-            ).fetchone()[0]
+        for node, kind, ordinal, node_role, exchange, sess, started, mdl, score in rows:
             out.append({"node": node, "kind": kind, "ordinal": ordinal, "role": node_role,
                         "exchange_id": exchange, "session": sess, "started_at": started,
-                        "model": mdl, "rank": rank})  # fmt: skip
+                        "model": mdl, "rank": score})  # fmt: skip
         return out
 
     def turn_index(self, exchange: str) -> int | None:

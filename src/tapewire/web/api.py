@@ -279,15 +279,18 @@ async def search(
     since: Since = None,
     limit: Annotated[int, Query(ge=1, le=MAX_HITS)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    rank: Annotated[
+        bool, Query(description="Most relevant first (bm25) rather than newest first.")
+    ] = False,
 ) -> Response:
-    """Full-text search across every recorded message, best first, each hit with its session,
-    turn, where it was found and a snippet with the matched spans."""
+    """Full-text search across every recorded message, newest first (or most relevant first),
+    each hit with its session, turn, where it was found and a snippet with the matched spans."""
     moment = parse_since(since)
 
     def read(store: Store) -> list[dict[str, Any]]:
         return query.search(
             store, q, session=_resolve(store, session), model=model, tool=tool, role=role,
-            since=moment, limit=limit + 1, offset=offset,
+            since=moment, limit=limit + 1, offset=offset, rank=rank,
         )  # fmt: skip
 
     hits = await readers.run(read)
