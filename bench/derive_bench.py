@@ -217,17 +217,26 @@ def _file_size(store: object) -> int:
     return int((pages - free) * size)
 
 
+def _peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM). Not ru_maxrss: on Linux that survives
+    execve, so a child would report the generating parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def derive_only(path: Path) -> dict[str, object]:
     store = open_store(path)
     order = store.derive_order()
     last = store.exchange(order[-1])
     assert last is not None and last.request_body is not None
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = _peak_rss_mb()
     deriver = Deriver(store)
     t = time.perf_counter()
     deriver.derive_ids(order)
     elapsed = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     sessions = store.session_rows()
     total = _file_size(store)
     store.close()

@@ -74,9 +74,10 @@ def _pack(content: Any) -> bytes:
     return packed if len(packed) < len(raw) else raw
 
 
-def unpack(data: bytes | str) -> Any:
+def unpack(data: bytes | str, unzstd: zstandard.ZstdDecompressor | None = None) -> Any:
+    """A node's content. Pass a decompressor to reuse: making one costs more than using it."""
     if isinstance(data, bytes) and data.startswith(_ZSTD_MAGIC):
-        data = zstandard.ZstdDecompressor().decompress(data)
+        data = (unzstd or zstandard.ZstdDecompressor()).decompress(data)
     return orjson.loads(data)
 
 
@@ -90,6 +91,7 @@ class SQLiteStore:
         self.path = path
         self._recent: OrderedDict[str, list[tuple[str, bytes, int]]] = OrderedDict()
         self._read_cache: OrderedDict[str, bytes] = OrderedDict()
+        self._unzstd = zstandard.ZstdDecompressor()  # a store serves one thread
         if readonly:
             self.conn = _open_readonly(path)
             return
@@ -695,7 +697,7 @@ class SQLiteStore:
                 chunk,
             ):
                 out[nid] = {"id": nid, "parent": parent, "role": role,
-                            "content": unpack(content), "depth": depth}  # fmt: skip
+                            "content": unpack(content, self._unzstd), "depth": depth}  # fmt: skip
         return out
 
     def tool_call_rows(self, session: str) -> list[dict[str, Any]]:
@@ -817,7 +819,7 @@ class SQLiteStore:
         for nid, parent, role, content, depth in self.conn.execute(
             "SELECT id, parent, role, content, depth FROM nodes"
         ):
-            yield nid, parent, role, unpack(content), depth
+            yield nid, parent, role, unpack(content, self._unzstd), depth
 
     def run_context(self, session: str) -> dict[str, Any] | None:
         r = self.conn.execute(
