@@ -393,7 +393,9 @@ def test_export_cut_short_and_stop_let_go_of_every_store(recorded_db: Path) -> N
         assert len(readers) == server.app.state.readers.size
     finally:
         server.stop()
-    assert not [t for t in started if t.is_alive()]  # each closed its store on its way out
+    # Each of tapewire's threads closed its store on its way out. (AnyIO keeps idle worker
+    # threads of its own for a while; they hold no store.)
+    assert not [t for t in started if t.is_alive() and t.name.startswith("tapewire")]
 
 
 def test_ui_needs_a_database(tmp_path: Path) -> None:

@@ -751,14 +751,22 @@ class SQLiteStore:
                          " AND c.call_id = r.call AND c.name = ?)")  # fmt: skip
             args.append(tool)
         # Newest first walks the index in rowid order and stops at the page's end; ranking
-        # by relevance must score every match first (seconds for a word in half the store).
-        order = "search.rank, search.rowid" if rank else "search.rowid DESC"
+        # scores every match first, so without filters the page is picked in the index alone
+        # and only its rows are joined.
+        order = "m.rank, m.rowid" if rank else "m.rowid DESC"
+        matched = (
+            f"(SELECT rowid, rank FROM search WHERE search MATCH ? ORDER BY"
+            f" {order.replace('m.', '')} LIMIT ? OFFSET ?)"
+            if len(where) == 1
+            else "search"
+        )
+        filters = " AND ".join(["m.search MATCH ?", *where[1:]]) if len(where) > 1 else "1"
         sql = (
             "SELECT r.node, r.kind, r.ordinal, n.role, t.exchange, t.session, t.started_at,"
-            " coalesce(t.response_model, t.model), search.rank"
-            " FROM search JOIN search_rows r ON r.rowid = search.rowid"
-            " JOIN nodes n ON n.id = r.node JOIN turns t ON t.exchange = n.exchange"
-            f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
+            f" coalesce(t.response_model, t.model), m.rank FROM {matched} m"
+            " JOIN search_rows r ON r.rowid = m.rowid JOIN nodes n ON n.id = r.node"
+            f" JOIN turns t ON t.exchange = n.exchange WHERE {filters} ORDER BY {order}"
+            + (" LIMIT ? OFFSET ?" if len(where) > 1 else "")
         )
         try:
             rows = self.conn.execute(sql, (*args, limit, offset)).fetchall()
