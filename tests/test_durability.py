@@ -104,7 +104,9 @@ async def test_sigterm_lets_streams_finish(fake: FakeProvider, tmp_path: Path) -
     (row,) = store.exchanges()
     assert row.outcome == "complete"
     store.close()
-    assert "stopped; 1 exchanges recorded" in serve.log.read_text()
+    log = serve.log.read_text()
+    assert "stopped; 1 exchanges recorded" in log
+    assert "Fatal Python error" not in log  # the ingest worker exits cleanly too
 
 
 async def test_stop_with_a_stream_past_the_grace_records_it_interrupted(
@@ -143,3 +145,14 @@ async def test_a_killed_ingest_worker_is_restarted(fake: FakeProvider, tmp_path:
         rows = stored(service).exchanges()  # waits for the restarted worker to catch up
         assert service.ingester.proc is not first
     assert len(rows) == 3
+
+
+def test_an_idle_serve_stops_cleanly_with_its_read_api(fake: FakeProvider, tmp_path: Path) -> None:
+    """SIGTERM to a serve that recorded nothing: the proxy, the read API and the ingest worker
+    all stop, and none of them aborts on its way out."""
+    serve = ServeProcess(tmp_path / "t.db", fake.url).start()
+    time.sleep(0.5)  # the worker is up and waiting on its stdin
+    assert serve.terminate() == 0
+    log = serve.log.read_text()
+    assert "stopped; 0 exchanges recorded" in log
+    assert "Fatal Python error" not in log

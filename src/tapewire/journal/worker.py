@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def watch_stdin() -> None:
         # EOF: the proxy closed it (drain, then exit) or died (exit; the next start drains).
-        sys.stdin.buffer.read()
+        # The raw descriptor, not sys.stdin: a daemon thread blocked in a buffered read holds
+        # its lock, and Python aborts ("could not acquire lock") if it exits meanwhile, as it
+        # does when SIGTERM asks it to drain.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
         draining.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
