@@ -398,6 +398,15 @@ def test_recorded_session_replayed(tmp_path: Path) -> None:
     assert tc["added"] == tc["removed"] == tc["arguments_differ"] == []
     assert diff["deltas"]["tool_errors"] == -1
 
+    # Identical runs share their nodes; search still names every run a text appeared in.
+    hits = json.loads(cli("search", '"command not found"', "--db", str(settings.db), "--json",
+                          "--limit", "50").stdout)  # fmt: skip
+    found = {h["session"] for h in hits if h["where"] == "tool_result"}
+    assert found == {a["session"]["id"], b["session"]["id"]}  # run-c's result was changed
+    in_c = json.loads(cli("search", "usage", "--session", "run-c", "--db", str(settings.db),
+                          "--json").stdout)  # fmt: skip
+    assert in_c and {h["session"] for h in in_c} == {c["session"]["id"]}
+
     # The command line says the same, and says it in its exit code.
     db = str(settings.db)
     same_cli = cli("diff", "run-a", "run-b", "--db", db, check=False)

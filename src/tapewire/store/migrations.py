@@ -138,6 +138,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX turns_session ON turns(session, started_at);
         CREATE INDEX turns_thread ON turns(thread, started_at);
+        CREATE TABLE node_turns (         -- the turns that brought a node into their thread:
+            node TEXT NOT NULL,           -- identical runs share nodes, and search names
+            exchange TEXT NOT NULL,       -- every session a text appeared in
+            PRIMARY KEY (node, exchange)
+        ) WITHOUT ROWID;
         CREATE TABLE tips (               -- each node a turn sent last or received, per thread
             node TEXT NOT NULL,           -- once, however many turns resent it: lookups by
             thread TEXT NOT NULL,         -- node stay bounded when an agent repeats itself
@@ -177,7 +182,9 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.
-DERIVED_TABLES = ("nodes", "sessions", "threads", "turns", "tips", "tool_calls", "search_rows")
+DERIVED_TABLES = (
+    "nodes", "sessions", "threads", "turns", "node_turns", "tips", "tool_calls", "search_rows",
+)  # fmt: skip
 
 
 def ensure_table(conn: sqlite3.Connection) -> None:

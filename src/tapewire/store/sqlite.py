@@ -310,6 +310,10 @@ class SQLiteStore:
             )
         r, u = d.turn, d.turn.usage
         again = c.execute("SELECT 1 FROM turns WHERE exchange = ?", (r.exchange,)).fetchone()
+        c.executemany(
+            "INSERT INTO node_turns VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(node, r.exchange) for node in {*r.input_nodes, *r.response_nodes}],
+        )
         for node in {*r.response_nodes, *([r.request_node] if r.request_node else [])}:
             c.execute(
                 "INSERT INTO tips VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
@@ -754,20 +758,29 @@ class SQLiteStore:
         # scores every match first, so without filters the page is picked in the index alone
         # and only its rows are joined.
         order = "m.rank, m.rowid" if rank else "m.rowid DESC"
+        # A node lives once however many runs carried it: each hit is a (text, turn that
+        # brought it) pair, so identical runs are all found.
+        unfiltered = len(where) == 1
         matched = (
             f"(SELECT rowid, rank FROM search WHERE search MATCH ? ORDER BY"
-            f" {order.replace('m.', '')} LIMIT ? OFFSET ?)"
-            if len(where) == 1
+            f" {order.replace('m.', '')} LIMIT ?)"  # each gives one hit or more: enough
+            if unfiltered
             else "search"
         )
-        filters = " AND ".join(["m.search MATCH ?", *where[1:]]) if len(where) > 1 else "1"
+        filters = "1" if unfiltered else " AND ".join(["m.search MATCH ?", *where[1:]])
         sql = (
             "SELECT r.node, r.kind, r.ordinal, n.role, t.exchange, t.session, t.started_at,"
             f" coalesce(t.response_model, t.model), m.rank FROM {matched} m"
             " JOIN search_rows r ON r.rowid = m.rowid JOIN nodes n ON n.id = r.node"
-            f" JOIN turns t ON t.exchange = n.exchange WHERE {filters} ORDER BY {order}"
-            + (" LIMIT ? OFFSET ?" if len(where) > 1 else "")
+            " JOIN node_turns nt ON nt.node = r.node JOIN turns t ON t.exchange = nt.exchange"
+            f" WHERE {filters} ORDER BY {order}"
+            # A page picked first is small enough to sort fully; a filtered search streams
+            # in the index's order (the turns of one node follow node_turns' key).
+            + (", t.started_at DESC, t.exchange" if unfiltered else "")
+            + " LIMIT ? OFFSET ?"
         )
+        if unfiltered:
+            args = [args[0], limit + offset]
         try:
             rows = self.conn.execute(sql, (*args, limit, offset)).fetchall()
         except sqlite3.OperationalError as e:  # FTS5 reports query syntax this way
