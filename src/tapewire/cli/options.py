@@ -29,13 +29,7 @@ def prices_option(f: F) -> F:
     )(f)
 
 
-def db_option(f: F) -> F:
-    f = click.option(
-        "--journal",
-        type=click.Path(path_type=Path, file_okay=False),
-        envvar="TAPEWIRE_JOURNAL",
-        help="Journal directory. Default: <db>.journal beside the database.",
-    )(f)
+def database_option(f: F) -> F:
     return click.option(
         "--db",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -44,6 +38,17 @@ def db_option(f: F) -> F:
         show_default="the user data directory",
         help="SQLite database file.",
     )(f)
+
+
+def db_option(f: F) -> F:
+    """--db and the journal beside it."""
+    f = click.option(
+        "--journal",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="TAPEWIRE_JOURNAL",
+        help="Journal directory. Default: <db>.journal beside the database.",
+    )(f)
+    return database_option(f)
 
 
 def proxy_options(f: F) -> F:

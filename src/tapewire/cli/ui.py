@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tapewire.cli.options import default_db, setup_logging, split_hostport
+from tapewire.cli.options import database_option, setup_logging, split_hostport
 
 UI_PORT = 8081
 
@@ -19,14 +19,7 @@ def read_api_line(url: str) -> str:
 
 
 @click.command()
-@click.option(
-    "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="TAPEWIRE_DB",
-    default=default_db,
-    show_default="the user data directory",
-    help="SQLite database file.",
-)
+@database_option
 @click.option(
     "--listen",
     default=f"127.0.0.1:{UI_PORT}",
