@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import RECORDING, settings_for
 from fakeprovider import FakeProvider, load_recording
@@ -66,3 +67,48 @@ def test_a_store_of_raw_exchanges_is_derived_when_serving_starts(tmp_path: Path)
     # The second turn continues the first: only its new message is input.
     assert len(turns[1]["input_nodes"]) == 1
     assert "1 sessions" in cli("status", "--db", str(db)).stdout
+
+
+def test_a_failing_write_loses_only_its_own_exchange(recorded_db: Path, tmp_path: Path) -> None:
+    """Derivation writes a batch in one transaction, each exchange in a savepoint: one that
+    fails to write leaves nothing behind, and every other one is committed."""
+    import shutil
+
+    from tapewire.derive import Deriver
+    from tapewire.derive.verify import verify
+    from tapewire.store.sqlite import SQLiteStore
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(recorded_db, copy)
+    store = SQLiteStore(copy)
+    try:
+        order = store.derive_order()
+        store.clear_derived()
+        doomed = order[4]
+        real = store._write_derived
+
+        def failing(d: Any) -> None:
+            real(d)  # written, then the failure: the savepoint must take it back
+            if d.turn.exchange == doomed:
+                raise OSError("disk full")
+
+        store._write_derived = failing  # type: ignore[method-assign]
+        deriver = Deriver(store)
+        assert deriver.derive_ids(order) == len(order) - 1
+        assert deriver.errors == 1
+        store._write_derived = real  # type: ignore[method-assign]
+        (session,) = store.session_rows()
+        turns = store.turn_rows(session["id"])
+        assert doomed not in {t["exchange"] for t in turns} and len(turns) == len(order) - 1
+        leftovers = store.conn.execute(
+            "SELECT (SELECT count(*) FROM tool_calls WHERE call_exchange = ?),"
+            " (SELECT count(*) FROM node_turns WHERE exchange = ?)",
+            (doomed, doomed),
+        ).fetchone()
+        assert leftovers == (0, 0)
+        report = verify(store)
+        assert [p for p in report.problems if doomed in p] == [
+            f"exchange {doomed}: no turn derived (run tapewire rederive)"
+        ]
+    finally:
+        store.close()

@@ -108,20 +108,22 @@ class Deriver:
     # ---- driving -------------------------------------------------------------------------
 
     def derive_ids(self, ids: Iterable[str]) -> int:
-        """Derive these exchanges (ended ones) and write the result in one transaction."""
+        """Derive these exchanges (ended ones), in one transaction. Each is written before the
+        next is derived, since the next may continue it; one failing is logged and skipped."""
         done = 0
-        for exchange_id in ids:
-            row = self.store.exchange(exchange_id)
-            if row is None or row.outcome == "in_flight":
-                continue
-            try:
-                derived = self.derive(row)
-                if derived is not None:  # written one by one: the next may continue this one
-                    self.store.write_derived([derived])
-                    done += 1
-            except Exception:  # a deriver bug must not stop ingestion; rederive repairs
-                self.errors += 1
-                log.exception("could not derive exchange %s", exchange_id)
+        with self.store.derived_batch():
+            for exchange_id in ids:
+                row = self.store.exchange(exchange_id)
+                if row is None or row.outcome == "in_flight":
+                    continue
+                try:
+                    derived = self.derive(row)
+                    if derived is not None:
+                        self.store.write_derived([derived])
+                        done += 1
+                except Exception:  # a deriver bug must not stop ingestion; rederive repairs
+                    self.errors += 1
+                    log.exception("could not derive exchange %s", exchange_id)
         return done
 
     def catch_up(self) -> int:

@@ -92,6 +92,7 @@ class SQLiteStore:
         self._recent: OrderedDict[str, list[tuple[str, bytes, int]]] = OrderedDict()
         self._read_cache: OrderedDict[str, bytes] = OrderedDict()
         self._unzstd = zstandard.ZstdDecompressor()  # a store serves one thread
+        self._in_batch = False
         if readonly:
             self.conn = _open_readonly(path)
             return
@@ -259,15 +260,38 @@ class SQLiteStore:
 
     # ---- the derived layer -----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def derived_batch(self) -> Iterator[None]:
+        """One transaction for many write_derived calls, each its own savepoint: what one
+        writes, the next reads (this connection sees its own writes), and one commit serves
+        them all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_batch = True
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_batch = False
+
     def write_derived(self, items: list[Derived]) -> None:
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        begin, commit, rollback = (
+            ("SAVEPOINT derived", "RELEASE derived", "ROLLBACK TO derived")
+            if self._in_batch
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
+        c.execute(begin)
         try:
             for d in items:
                 self._write_derived(d)
-            c.execute("COMMIT")
+            c.execute(commit)
         except BaseException:
-            c.execute("ROLLBACK")
+            c.execute(rollback)
+            if self._in_batch:
+                c.execute(commit)  # a savepoint rolled back to is still open
             raise
 
     def _write_derived(self, d: Derived) -> None:
