@@ -179,6 +179,15 @@ class Part:
             out["content"] = [p.canonical() for p in self.content]
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Part:
+        """A part back from its canonical or JSON form (as a node stores it)."""
+        fields = {k: v for k, v in data.items() if k != "content"}
+        part = cls(**fields)
+        if data.get("content") is not None:
+            part.content = [cls.from_json(c) for c in data["content"]]
+        return part
+
     def as_json(self) -> dict[str, Any]:
         out = self.canonical()
         if self.signature is not None:

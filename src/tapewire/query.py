@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from tapewire.analysis.diff import diff_sessions
 from tapewire.content_encoding import DecodeError, decode
+from tapewire.derive import result_text, search_rows
+from tapewire.model import Part
 from tapewire.store import SearchSyntaxError, Store
 
 _USAGE = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -33,11 +36,13 @@ def parse_time(value: str) -> float:
     """An ISO date or date-time (naive: local time) as unix seconds; ValueError otherwise."""
     try:
         moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+        return moment.astimezone(UTC).timestamp()
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO date or date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return moment.astimezone(UTC).timestamp()
+    except (OverflowError, OSError):  # ISO, but not a moment this machine's clock can place
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def resolve_session(store: Store, ref: str) -> str:
@@ -104,17 +109,9 @@ def _first_prompt(store: Store, session: str) -> str | None:
 
 def _result(node: dict[str, Any] | None, call_id: str) -> str | None:
     """A tool's result as text, from the message node that carried it."""
-    if node is None:
-        return None
-    for part in node["content"]:
+    for part in node["content"] if node else []:
         if part.get("type") == "tool_result" and part.get("id") == call_id:
-            pieces = []
-            for p in part.get("content") or []:
-                if p.get("text") is not None:
-                    pieces.append(p["text"])
-                elif p.get("type") == "image":
-                    pieces.append("[image]")
-            return "\n".join(pieces)
+            return result_text(Part.from_json(part))
     return None
 
 
@@ -271,22 +268,10 @@ def search(
 
 def search_texts(role: str, content: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(kind, text) of a node's searchable texts, in the order they were indexed."""
-    from tapewire.derive import search_rows
-    from tapewire.model import Part
-
     return [
         (kind, text)
-        for _, kind, text, _ in search_rows("", role, [_part(p, Part) for p in content])
+        for _, kind, text, _ in search_rows("", role, [Part.from_json(p) for p in content])
     ]
-
-
-def _part(data: dict[str, Any], part: Any) -> Any:
-    inner = data.get("content")
-    fields = {k: v for k, v in data.items() if k != "content"}
-    result = part(**fields)
-    if inner is not None:
-        result.content = [_part(c, part) for c in inner]
-    return result
 
 
 def _terms(query: str) -> list[str]:
@@ -349,8 +334,6 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def diff(store: Store, a: str, b: str) -> dict[str, Any]:
     """Two runs aligned turn by turn and by their tool calls (analysis/diff.py)."""
-    from tapewire.analysis.diff import diff_sessions
-
     return diff_sessions(session_detail(store, a), session_detail(store, b))
 
 

@@ -47,7 +47,8 @@ def _ms(start: float, end: float | None) -> float | None:
     return round((end - start) * 1000, 3) if end is not None else None
 
 
-def _result_text(part: Part) -> str:
+def result_text(part: Part) -> str:
+    """What a tool returned, as text (images as a marker)."""
     pieces = []
     for p in part.content or []:
         if p.text is not None:
@@ -72,7 +73,7 @@ def search_rows(node: str, role: str, parts: list[Part]) -> list[tuple[str, str,
             )
             rows.append((node, "tool_arguments", f"{p.name or ''} {args}", p.id))
         elif p.type == "tool_result":
-            text = _result_text(p)
+            text = result_text(p)
             if text:
                 rows.append((node, "tool_result", text, p.id))
     return rows
