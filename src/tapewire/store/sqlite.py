@@ -423,9 +423,10 @@ class SQLiteStore:
     def chain_owner(self, nodes: list[str]) -> tuple[str, str | None] | None:
         """The session and thread of the turn that holds the first of `nodes` (deepest first)
         as its request's last node or its response, conversation turns before side calls."""
+        position = {n: i for i, n in enumerate(nodes)}
         best: tuple[int, bool, str, str] | None = None
         for node, thread, session in self._tips(nodes, "SELECT node, thread, session FROM tips"):
-            candidate = (nodes.index(node), thread == "", session, thread)
+            candidate = (position[node], thread == "", session, thread)
             if best is None or candidate[:2] < best[:2]:
                 best = candidate
         return (best[2], best[3] or None) if best else None
