@@ -23,7 +23,7 @@ _TITLE_CHARS = 80
 
 __all__ = [
     "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "diff", "export_records",
-    "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
+    "lanes", "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
     "session_detail", "session_summary", "sessions", "snippet_of", "tool_stats",
 ]  # fmt: skip
 
@@ -175,6 +175,51 @@ def session_detail(store: Store, session: str) -> dict[str, Any]:
             "cost_usd": t["cost_usd"],
         })  # fmt: skip
     return {"session": head, "threads": store.thread_rows(session), "turns": out}
+
+
+def lanes(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `session_detail`'s turns in reading order, as runs of one lane each: the main thread,
+    each subagent's thread right after the turn whose tool call spawned it (one level deeper),
+    the subagents whose spawning call is not known, then the side calls (titles, probes), which
+    are outside the conversation. Each run: `thread`, `lane` ("main", "agent N", "side"),
+    `depth`, `note` (why it stands apart, or null) and its `turns`."""
+    names: dict[str | None, str] = {None: "side"}
+    agents = 0
+    for t in detail["threads"]:
+        if t["kind"] != "main":
+            agents += 1
+        names[t["id"]] = "main" if t["kind"] == "main" else f"agent {agents}"
+    spawned = {t["spawned_by"]: t["id"] for t in detail["threads"] if t.get("spawned_by")}
+    by_thread: dict[str | None, list[dict[str, Any]]] = {}
+    for turn in detail["turns"]:
+        by_thread.setdefault(turn["thread"], []).append(turn)
+    runs: list[dict[str, Any]] = []
+    shown: set[str | None] = set()
+
+    def lane(thread: str | None, depth: int, note: str | None = None) -> None:
+        shown.add(thread)
+        run: dict[str, Any] | None = None
+        for turn in by_thread.get(thread, []):
+            if run is None:
+                run = {"thread": thread, "lane": names.get(thread, "side"), "depth": depth,
+                       "note": note, "turns": []}  # fmt: skip
+                runs.append(run)
+                note = None
+            run["turns"].append(turn)
+            for call in turn["tool_calls"]:
+                child = spawned.get(call["id"])
+                if child is not None and child not in shown:
+                    lane(child, depth + 1)
+                    run = None  # the parent's next turn starts a new run
+
+    for t in detail["threads"]:
+        if t["kind"] == "main":
+            lane(t["id"], 0)
+    for t in detail["threads"]:
+        if t["id"] not in shown:
+            lane(t["id"], 1, "its spawning tool call is not known")
+    lane(None, 1, "titles, probes, summaries: outside the conversation")
+    return runs
 
 
 # ---- one exchange, as it crossed the wire -------------------------------------------------

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from tapewire.figures import cost, duration, tokens
 from tapewire.query import SessionNotFound, parse_time, resolve_session
 from tapewire.store import Store, open_store
+
+__all__ = ["cost", "duration", "open_db", "session_ref", "since", "tokens"]
 
 
 def open_db(db: Path) -> Store:
@@ -31,22 +34,3 @@ def session_ref(store: Store, ref: str) -> str:
         return resolve_session(store, ref)
     except SessionNotFound as e:
         raise click.ClickException(str(e)) from None
-
-
-def tokens(n: int | None) -> str:
-    if not n:
-        return "-"
-    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
-
-
-def cost(v: float | None) -> str:
-    return "?" if v is None else f"${v:.4f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"

@@ -13,7 +13,7 @@ from rich.markup import escape
 from tapewire.cli import reading
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, table, when
-from tapewire.query import raw_exchange, session_detail
+from tapewire.query import lanes, raw_exchange, session_detail
 from tapewire.query import sessions as list_sessions
 
 
@@ -101,23 +101,12 @@ def show(
         emit_json(raw) if as_json else _print_raw(raw)
     elif turn_no is not None:
         turn = detail["turns"][turn_no - 1]
-        emit_json(turn) if as_json else _print_turn(console(), turn, _lanes(detail), full=True)
+        lane = next(r["lane"] for r in lanes(detail) if turn in r["turns"])
+        emit_json(turn) if as_json else _print_turn(console(), turn, lane, full=True)
     elif as_json:
         emit_json(detail)
     else:
         _print_detail(detail, thinking)
-
-
-def _lanes(detail: dict[str, Any]) -> dict[str | None, str]:
-    lanes: dict[str | None, str] = {None: "side"}
-    agents = 0
-    for t in detail["threads"]:
-        if t["kind"] == "main":
-            lanes[t["id"]] = "main"
-        else:
-            agents += 1
-            lanes[t["id"]] = f"agent {agents}"
-    return lanes
 
 
 def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
@@ -131,38 +120,19 @@ def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
         f"{reading.tokens(s['output_tokens'])} out · {reading.cost(s['cost_usd'])}",
         markup=False,
     )
-    lanes = _lanes(detail)
-    spawned = {t["spawned_by"]: t["id"] for t in detail["threads"] if t.get("spawned_by")}
-    by_thread: dict[str | None, list[dict[str, Any]]] = {}
-    for turn in detail["turns"]:
-        by_thread.setdefault(turn["thread"], []).append(turn)
-    shown: set[str | None] = set()
-
-    def lane(thread: str | None, depth: int) -> None:
-        shown.add(thread)
-        for turn in by_thread.get(thread, []):
-            _print_turn(out, turn, lanes, indent="    " * depth, thinking=thinking)
-            for call in turn["tool_calls"]:
-                child = spawned.get(call["id"])
-                if child is not None and child not in shown:
-                    lane(child, depth + 1)
-
-    for t in detail["threads"]:
-        if t["kind"] == "main":
-            lane(t["id"], 0)
-    for t in detail["threads"]:  # subagents whose spawning call could not be told
-        if t["id"] not in shown:
-            out.print(f"\n[bold]{lanes[t['id']]}[/bold] (its spawning tool call is not known)")
-            lane(t["id"], 1)
-    if by_thread.get(None):
-        out.print("\n[bold]side calls[/bold] (titles, probes, summaries: outside the conversation)")
-        lane(None, 1)
+    for run in lanes(detail):
+        indent = "    " * run["depth"]
+        if run["note"]:
+            heading = "side calls" if run["thread"] is None else run["lane"]
+            out.print(f"\n[bold]{heading}[/bold] ({run['note']})")
+        for turn in run["turns"]:
+            _print_turn(out, turn, run["lane"], indent=indent, thinking=thinking)
 
 
 def _print_turn(
     out: Console,
     turn: dict[str, Any],
-    lanes: dict[str | None, str],
+    lane: str,
     *,
     indent: str = "",
     thinking: bool = False,
@@ -172,7 +142,7 @@ def _print_turn(
     ttfb = f" (first byte {turn['ttfb_ms']:.0f} ms)" if turn["ttfb_ms"] is not None else ""
     out.print()
     out.print(
-        f"{indent}[bold]#{turn['index']}[/bold] {lanes.get(turn['thread'], 'side')} · "
+        f"{indent}[bold]#{turn['index']}[/bold] {lane} · "
         f"{escape(turn['model'] or '-')} · {ms}{ttfb} · "
         f"{reading.tokens(turn['usage']['input_tokens'])} in · "
         f"{reading.tokens(turn['usage']['output_tokens'])} out · {reading.cost(turn['cost_usd'])}"
