@@ -14,8 +14,10 @@ from tapewire.journal.segments import (
     JournalLocked,
     OwnerLock,
     Position,
+    backlog_bytes,
     list_segments,
     segment_path,
+    write_checkpoint,
 )
 from tapewire.journal.writer import JournalWriter
 
@@ -42,6 +44,27 @@ def test_a_new_writer_never_appends_to_an_old_segment(tmp_path: Path) -> None:
         w.close()
     assert list_segments(tmp_path) == [1, 2]
     assert [m["i"] for m in _records(tmp_path)] == [0, 1]
+
+
+def test_a_new_writer_never_reuses_a_consumed_segments_number(tmp_path: Path) -> None:
+    """The ingester deletes a segment it has finished, leaving the checkpoint inside it. A new
+    run that numbered its segment 1 again would have its first records skipped as read."""
+    w = JournalWriter(tmp_path)
+    w.open()
+    w.append({"kind": "x", "i": 0}, [b"y" * 4096])
+    w.close()
+    size = segment_path(tmp_path, 1).stat().st_size
+    write_checkpoint(tmp_path, Position(1, size))
+    segment_path(tmp_path, 1).unlink()  # consumed
+    w = JournalWriter(tmp_path)
+    w.open()
+    w.append({"kind": "x", "i": 1})
+    w.close()
+    assert list_segments(tmp_path) == [2]
+    assert backlog_bytes(tmp_path) == segment_path(tmp_path, 2).stat().st_size
+    reader = JournalReader(tmp_path, lambda: None)
+    fresh = [r.meta for r, _ in reader.read(Position(1, size)) if r is not SEGMENT_END]
+    assert [m["i"] for m in fresh] == [1]
 
 
 def test_torn_tail_of_a_dead_writer_is_skipped(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tapewire.journal.format import encode
-from tapewire.journal.segments import list_segments, segment_path
+from tapewire.journal.segments import list_segments, read_checkpoint, segment_path
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 
@@ -48,9 +48,12 @@ class JournalWriter:
         self._thread.start()
 
     def _open_segment(self) -> None:
-        # A new run never appends to an old segment: its tail may be torn by a kill.
+        # A new run never appends to an old segment: its tail may be torn by a kill. Nor does
+        # it reuse the number of one the ingester finished and deleted: the checkpoint still
+        # points into it, and the new segment's first bytes would be skipped as read.
         existing = list_segments(self.directory)
-        self._seq = max([self._seq, *existing]) + 1
+        done = read_checkpoint(self.directory).segment
+        self._seq = max([self._seq, done, *existing]) + 1
         fd = os.open(
             segment_path(self.directory, self._seq),
             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
