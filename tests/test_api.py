@@ -40,7 +40,7 @@ from tapewire.web import ReadServer, create_app
 SESSION = "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"  # the harness's session id
 NOT_FOUND = "flibbertigibbet: command not found"
 RECORDED_AUTH = "<redacted:115>"  # the authorization value the recording's requests carry
-URL_LINE = re.compile(r"read API: (http://\S+)")
+URL_LINE = re.compile(r"UI: (http://\S+)/ ")
 
 
 @pytest.fixture(scope="module")

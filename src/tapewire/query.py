@@ -22,7 +22,7 @@ _TITLE_CHARS = 80
 
 
 __all__ = [
-    "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "diff", "export_records",
+    "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "compare", "diff", "export_records",
     "lanes", "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
     "session_detail", "session_summary", "sessions", "snippet_of", "tool_stats",
 ]  # fmt: skip
@@ -379,7 +379,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def diff(store: Store, a: str, b: str) -> dict[str, Any]:
     """Two runs aligned turn by turn and by their tool calls (analysis/diff.py)."""
-    return diff_sessions(session_detail(store, a), session_detail(store, b))
+    return compare(session_detail(store, a), session_detail(store, b))
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """`diff` of two `session_detail` results already read."""
+    return diff_sessions(a, b)
 
 
 EXPORT_SCHEMA = 1  # the JSONL export's own version (docs/export.md), independent of releases

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tapewire import __version__
+from tapewire.cli.demo import demo
 from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
 from tapewire.cli.export import export
@@ -41,3 +42,4 @@ main.add_command(diff)
 main.add_command(tools)
 main.add_command(export)
 main.add_command(ui)
+main.add_command(demo)

@@ -1,5 +1,5 @@
-"""`tapewire ui`: the read side alone (the HTTP JSON API, docs/api.md) over an existing
-database, without a proxy."""
+"""`tapewire ui`: the read side alone (the web UI, docs/ui.md, and the HTTP JSON API,
+docs/api.md) over an existing database, without a proxy."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ UI_PORT = 8081
 
 
 def read_api_line(url: str) -> str:
-    return f"read API: {url}  (docs: {url}/api/docs, reference: docs/api.md)"
+    return f"UI: {url}/  (read API: {url}/api/, docs: {url}/api/docs)"
 
 
 @click.command()
@@ -25,7 +25,7 @@ def read_api_line(url: str) -> str:
     default=f"127.0.0.1:{UI_PORT}",
     envvar="TAPEWIRE_UI_LISTEN",
     show_default=True,
-    help="HOST:PORT for the read API (port 0 picks a free one).",
+    help="HOST:PORT for the web UI and read API (port 0 picks a free one).",
 )
 @click.option(
     "--token",
@@ -35,7 +35,7 @@ def read_api_line(url: str) -> str:
 )
 @click.option("-v", "--verbose", is_flag=True)
 def ui(db: Path, listen: str, token: str | None, verbose: bool) -> None:
-    """Serve the read API over an existing database until SIGINT or SIGTERM."""
+    """Serve the web UI and the read API over an existing database until SIGINT or SIGTERM."""
     from tapewire.web import ReadServer
 
     setup_logging(verbose)

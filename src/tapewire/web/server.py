@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from tapewire.service import is_loopback, new_loop
-from tapewire.web.api import create_app
+from tapewire.web.app import create_app
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT = 30.0
