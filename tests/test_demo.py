@@ -119,9 +119,11 @@ def test_demo_records_into_a_new_database(tmp_path: Path) -> None:
         assert {h["session"] for h in hits} == {openai["id"]}
         # The Claude responses were stored as they crossed the wire: gzip, byte for byte.
         recorded = {(d / "response.sse").read_bytes() for d in _turn_dirs()}
-        stored = [e.response_body for e in store.exchanges(limit=100, with_bodies=True)]
-        assert len(stored) == 20
-        assert recorded <= set(stored)
+        exchanges = store.exchanges(limit=100, with_bodies=True)
+        assert len(exchanges) == 20
+        assert recorded <= {e.response_body for e in exchanges}
+        # Every demo client reads its stream to the end, as an agent does: no hang-ups.
+        assert {e.outcome for e in exchanges} == {"complete"}
     finally:
         store.close()
 

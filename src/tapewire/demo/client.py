@@ -43,7 +43,7 @@ async def read_chat_stream(resp: aiohttp.ClientResponse) -> dict[str, Any]:
             continue
         data = line[len(b"data: ") :].strip()
         if data == b"[DONE]":
-            break
+            continue  # read on to the end: leaving early would record a client hang-up
         for choice in json.loads(data)["choices"]:
             delta = choice["delta"]
             text.append(delta.get("content") or "")

@@ -187,10 +187,13 @@ def _count(v: float) -> str:
 
 
 def _money(v: float) -> str:
+    """Enough digits to tell gridlines apart: a cheap model's turns cost fractions of a cent."""
     if v >= 100:
         return f"${v:,.0f}"
-    text = f"{v:.4f}".rstrip("0").rstrip(".")
-    return f"${text or '0'}"
+    if v == 0:
+        return "$0"
+    digits = max(2, 1 - math.floor(math.log10(abs(v))) + 1)
+    return "$" + f"{v:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def _ms(v: float) -> str:

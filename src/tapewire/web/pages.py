@@ -31,6 +31,8 @@ from tapewire.web.params import (
     Since,
 )
 
+# The `.json` twin of a page with a path parameter is registered first (decorators apply
+# bottom-up): `/sessions/{id}` would otherwise take `abc.json` as the id `abc.json`.
 router = APIRouter(include_in_schema=False)
 env = render.environment()
 
@@ -107,8 +109,8 @@ def _timeline(store: Store, ref: str) -> dict[str, Any]:
     }
 
 
-@router.get("/sessions/{id}.json")
 @router.get("/sessions/{id}")
+@router.get("/sessions/{id}.json")
 async def session(
     request: Request, id: SessionId, readers: ReadersDep, fragment: Fragment = None
 ) -> Response:
@@ -123,8 +125,8 @@ async def session(
     return await respond(request, "session.html", context, extra=extra)
 
 
-@router.get("/sessions/{id}/turns/{n}.json")
 @router.get("/sessions/{id}/turns/{n}")
+@router.get("/sessions/{id}/turns/{n}.json")
 async def turn(
     request: Request,
     id: SessionId,
@@ -150,8 +152,8 @@ async def turn(
 # ---- one exchange ---------------------------------------------------------------------------
 
 
-@router.get("/exchanges/{id}.json")
 @router.get("/exchanges/{id}")
+@router.get("/exchanges/{id}.json")
 async def exchange(
     request: Request, id: ExchangeId, readers: ReadersDep, full: bool = False
 ) -> Response:

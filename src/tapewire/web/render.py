@@ -18,6 +18,7 @@ from tapewire import figures
 TEXT_LIMIT = 4000  # characters of one text in the timeline before "show all"
 FOLD_CHARS, FOLD_LINES = 600, 8  # an input text longer than this starts folded
 BODY_LIMIT = 256 * 1024  # of a raw body on the exchange page
+PRETTY_LIMIT = 16 * 1024 * 1024  # past this a JSON body is shown as it came
 
 # C0 controls but tab and newline, DEL and the C1 range: an ANSI escape or a backspace in a
 # tool's output shows as a symbol, it does not act on the page or the terminal it is copied to.
@@ -25,14 +26,14 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def visible(text: object) -> str:
-    """`text` with control characters shown as symbols (ESC as ␛, others as \\xNN)."""
+    """`text` with control characters shown as escapes (ESC as \\x1b): fonts lack the
+    control pictures (␛), an escape reads the same everywhere."""
     s = text if isinstance(text, str) else str(text)
     return _CONTROLS.sub(_symbol, s)
 
 
 def _symbol(m: re.Match[str]) -> str:
-    c = ord(m.group())
-    return "␛" if c == 0x1B else f"\\x{c:02x}"
+    return f"\\x{ord(m.group()):02x}"
 
 
 def clip(text: object, limit: int | None = TEXT_LIMIT) -> tuple[str, bool]:
@@ -51,6 +52,16 @@ def pretty(value: Any) -> str:
         except ValueError:
             return str(value)
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def readable_body(text: str) -> tuple[str, bool]:
+    """A body to read: JSON indented (True), anything else (SSE, NDJSON, text) as it is."""
+    if len(text) > PRETTY_LIMIT or not text.lstrip().startswith(("{", "[")):
+        return text, False
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False), True
+    except ValueError:
+        return text, False
 
 
 def one_line(value: Any, width: int = 120) -> str:
@@ -110,6 +121,7 @@ def environment() -> Environment:
     env.globals.update(
         clip=clip,
         highlight=highlight,
+        readable_body=readable_body,
         TEXT_LIMIT=TEXT_LIMIT,
         FOLD_CHARS=FOLD_CHARS,
         FOLD_LINES=FOLD_LINES,
