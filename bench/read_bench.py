@@ -785,6 +785,25 @@ def _git() -> dict[str, Any]:
     return {"commit": head, "src_dirty": dirty}
 
 
+def cached_store(
+    sessions: int, messages: int, seed: int, regenerate: bool = False
+) -> tuple[Path, dict[str, Any], bool]:
+    """The generated store for these parameters (built if missing): path, description, and
+    whether it came from the cache. bench/ui_bench.py measures the web UI on the same store."""
+    RESULTS.mkdir(exist_ok=True)
+    schema = hashlib.sha256("".join(sql for _, sql in MIGRATIONS).encode()).hexdigest()[:8]
+    stem = f"read_bench-{sessions}s-{messages}m-seed{seed}-g{GEN_VERSION}-{schema}"
+    db, meta_path = RESULTS / f"{stem}.db", RESULTS / f"{stem}.json"
+    if regenerate or not db.exists() or not meta_path.exists():
+        db.unlink(missing_ok=True)
+        print(f"generating {db.name} ...", file=sys.stderr)
+        meta = build(db, seed, sessions, messages)
+        meta |= describe(db)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return db, meta, False
+    return db, json.loads(meta_path.read_text()), True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -804,19 +823,7 @@ def main() -> None:
         return
     if args.quick:
         args.sessions, args.messages = 200, 20_000
-    RESULTS.mkdir(exist_ok=True)
-    schema = hashlib.sha256("".join(sql for _, sql in MIGRATIONS).encode()).hexdigest()[:8]
-    stem = f"read_bench-{args.sessions}s-{args.messages}m-seed{args.seed}-g{GEN_VERSION}-{schema}"
-    db, meta_path = RESULTS / f"{stem}.db", RESULTS / f"{stem}.json"
-    if args.regenerate or not db.exists() or not meta_path.exists():
-        db.unlink(missing_ok=True)
-        print(f"generating {db.name} ...", file=sys.stderr)
-        meta = build(db, args.seed, args.sessions, args.messages)
-        meta |= describe(db)
-        meta_path.write_text(json.dumps(meta, indent=2))
-        cached = False
-    else:
-        meta, cached = json.loads(meta_path.read_text()), True
+    db, meta, cached = cached_store(args.sessions, args.messages, args.seed, args.regenerate)
     cases = []
     for name in GOALS_MS:
         out = subprocess.run(
