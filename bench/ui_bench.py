@@ -33,7 +33,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -135,8 +134,10 @@ def main() -> None:
     print(f"{'case':<13}{'page p50':>10}{'p95':>8}{'size':>10}{'api p50':>10}{'p95':>8}"
           f"{'size':>10}  goal")  # fmt: skip
     for c in results:
-        goal = "" if c["goal_ms"] is None else (
-            f"< {c['goal_ms']} ms: {'met' if c['met'] else 'MISSED'}"
+        goal = (
+            ""
+            if c["goal_ms"] is None
+            else (f"< {c['goal_ms']} ms: {'met' if c['met'] else 'MISSED'}")
         )
         print(f"{c['name']:<13}{c['page_p50_ms']:>8.1f}ms{c['page_p95_ms']:>6.1f}ms"
               f"{c['page_bytes'] / 1024:>8.0f}KB{c['api_p50_ms']:>8.1f}ms{c['api_p95_ms']:>6.1f}ms"
