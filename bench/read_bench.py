@@ -804,15 +804,22 @@ def cached_store(
     return db, json.loads(meta_path.read_text()), True
 
 
-def main() -> None:
+def store_parser(doc: str | None, reps: int) -> argparse.ArgumentParser:
+    """The options that pick the generated store (and the repetitions), for this bench and
+    bench/ui_bench.py."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="200 sessions, 20,000 messages")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=reps)
+    return parser
+
+
+def main() -> None:
+    parser = store_parser(__doc__, reps=30)
     parser.add_argument("--regenerate", action="store_true", help="build the store again")
     parser.add_argument("--profile", action="store_true", help="cProfile each case, to stderr")
     parser.add_argument("--measure", nargs=3, metavar=("DB", "CASE", "BIG"), help=argparse.SUPPRESS)

@@ -25,7 +25,6 @@ session page under 1 s p50.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -38,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from read_bench import COMMON, RESULTS, cached_store
+from read_bench import COMMON, RESULTS, cached_store, store_parser
 
 GOALS_MS = {"sessions": 100, "session_500": 1000, "search": 100}
 
@@ -76,15 +75,7 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sessions", type=int, default=10_000)
-    parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="200 sessions, 20,000 messages")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=20)
-    args = parser.parse_args()
+    args = store_parser(__doc__, reps=20).parse_args()
     if args.quick:
         args.sessions, args.messages = 200, 20_000
     db, meta, _ = cached_store(args.sessions, args.messages, args.seed)

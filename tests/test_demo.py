@@ -159,7 +159,7 @@ def test_demo_serves_what_it_recorded_until_sigint(tmp_path: Path) -> None:
         while not said[-1].startswith("UI: "):
             said.append(lines.get(timeout=30))
         assert said[-2] == f"tapewire demo: 2 sessions recorded into {db}\n", said
-        url = said[-1].removeprefix("UI: ").strip()
+        url = said[-1].removeprefix("UI: ").split()[0]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
 
         sessions = httpx.get(f"{url}api/sessions", timeout=10).raise_for_status().json()

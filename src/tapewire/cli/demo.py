@@ -4,15 +4,13 @@ fake provider on 127.0.0.1, into a new database; then the read side serves it.""
 
 from __future__ import annotations
 
-import signal
 import tempfile
-import threading
 from pathlib import Path
 
 import click
 
-from tapewire.cli.options import setup_logging, split_hostport
-from tapewire.cli.ui import UI_PORT
+from tapewire.cli.options import setup_logging
+from tapewire.cli.ui import UI_PORT, serve_until_signalled
 
 
 def _new_db(db: Path | None) -> Path:
@@ -27,32 +25,6 @@ def _new_db(db: Path | None) -> Path:
             )
     db.parent.mkdir(parents=True, exist_ok=True)
     return db
-
-
-def _serve(db: Path, listen: str) -> None:
-    """The read side over the demo's database until SIGINT or SIGTERM, as `tapewire ui`."""
-    from tapewire.web import ReadServer
-
-    host, port = split_hostport(listen, UI_PORT)
-    try:
-        server = ReadServer(db, host, port, token=None)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        server.start()
-    except OSError as e:
-        # 8081 is also `tapewire serve`'s read API: a newcomer may well have one running.
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {e} (--listen 127.0.0.1:0 picks a free port; "
-            f"the recording is in {db})"
-        ) from None
-    click.echo(f"UI: {server.url}/", err=True)
-    click.echo("  (Ctrl-C to stop; the database stays)", err=True)
-    stop.wait()
-    server.stop()
 
 
 @click.command()
@@ -91,4 +63,8 @@ def demo(db: Path | None, listen: str, no_serve: bool, verbose: bool) -> None:
     if no_serve:
         click.echo(str(path))
         return
-    _serve(path, listen)
+    # 8081 is also `tapewire serve`'s: a newcomer may well have one running.
+    serve_until_signalled(
+        path, listen, None, "  (Ctrl-C to stop; the database stays)",
+        busy_hint=f" (--listen 127.0.0.1:0 picks a free port; the recording is in {path})",
+    )  # fmt: skip

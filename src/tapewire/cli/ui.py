@@ -36,11 +36,19 @@ def read_api_line(url: str) -> str:
 @click.option("-v", "--verbose", is_flag=True)
 def ui(db: Path, listen: str, token: str | None, verbose: bool) -> None:
     """Serve the web UI and the read API over an existing database until SIGINT or SIGTERM."""
-    from tapewire.web import ReadServer
-
     setup_logging(verbose)
     if not db.exists():
         raise click.ClickException(f"no database at {db}: nothing recorded yet")
+    serve_until_signalled(db, listen, token, f"  database: {db}")
+
+
+def serve_until_signalled(
+    db: Path, listen: str, token: str | None, note: str, busy_hint: str = ""
+) -> None:
+    """The read side (web UI and API) over `db` until SIGINT or SIGTERM; prints its URL and
+    `note`. `busy_hint` follows the error when the address is taken."""
+    from tapewire.web import ReadServer
+
     host, port = split_hostport(listen, UI_PORT)
     try:
         server = ReadServer(db, host, port, token)
@@ -52,9 +60,9 @@ def ui(db: Path, listen: str, token: str | None, verbose: bool) -> None:
     try:
         server.start()
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {e}") from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e}{busy_hint}") from None
     click.echo(read_api_line(server.url), err=True)
-    click.echo(f"  database: {db}", err=True)
+    click.echo(note, err=True)
     stop.wait()
-    click.echo("tapewire: stopping the read API", err=True)
+    click.echo("tapewire: stopping the web UI and read API", err=True)
     server.stop()
