@@ -60,6 +60,8 @@ async def test_pages_render_what_the_twin_holds(client: httpx.AsyncClient) -> No
     for n in range(1, s["turns"] + 1):
         assert f'id="t{n}"' in html  # a permalink anchor per turn
     assert html.count('<figure class="chart') == 4
+    # A tool result in a turn's input names the tool whose call it answers.
+    assert '<span class="tool">Bash</span> result' in html
     listing = (await client.get("/sessions")).text
     assert f'href="/sessions/{s["id"]}"' in listing
     assert f"{s['turns']}</td>" in listing

@@ -102,10 +102,13 @@ async def sessions(
 
 def _timeline(store: Store, ref: str) -> dict[str, Any]:
     detail = query.session_detail(store, query.resolve_session(store, ref))
+    # A tool result in a later turn's input names its tool, as the call that asked did.
+    names = {c["id"]: c["name"] for t in detail["turns"] for c in t["tool_calls"] if c["name"]}
     return {
         "session": detail["session"],
         "threads": detail["threads"],
         "lanes": query.lanes(detail),
+        "tool_names": names,
     }
 
 
@@ -141,7 +144,12 @@ async def turn(
         for run in context["lanes"]:
             for t in run["turns"]:
                 if t["index"] == n:
-                    return {"session": context["session"], "lane": run["lane"], "turn": t}
+                    return {
+                        "session": context["session"],
+                        "lane": run["lane"],
+                        "turn": t,
+                        "tool_names": context["tool_names"],
+                    }
         raise HTTPException(404, f"the session has no turn {n}")
 
     context = await readers.run(read)
