@@ -60,6 +60,17 @@ async def test_pages_render_what_the_twin_holds(client: httpx.AsyncClient) -> No
     for n in range(1, s["turns"] + 1):
         assert f'id="t{n}"' in html  # a permalink anchor per turn
     assert html.count('<figure class="chart') == 4
+    # The subagent's turns are a nested lane inside the main thread's, right after the turn
+    # whose Agent call spawned it; the title call sits apart at the end.
+    lanes = re.findall(
+        r'<div class="lane-run depth-(\d)( side)?">\s*(?:<h3 class="lane-note">([^<]*))?', html
+    )
+    assert [(d, side.strip(), (note or "").strip()) for d, side, note in lanes] == [
+        ("0", "", ""),
+        ("1", "", "agent 1"),
+        ("0", "", ""),
+        ("1", "side", "side calls"),
+    ]
     # A tool result in a turn's input names the tool whose call it answers.
     assert '<span class="tool">Bash</span> result' in html
     listing = (await client.get("/sessions")).text
