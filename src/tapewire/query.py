@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from tapewire.analysis import History, Thresholds, Totals, analyze, build
 from tapewire.analysis.diff import diff_sessions
+from tapewire.analysis.drift import drift as drift_runs
 from tapewire.content_encoding import DecodeError, decode
 from tapewire.derive import result_text, search_rows
 from tapewire.model import Part
@@ -22,9 +24,27 @@ _TITLE_CHARS = 80
 
 
 __all__ = [
-    "EXPORT_SCHEMA", "SearchSyntaxError", "SessionNotFound", "compare", "diff", "export_records",
-    "lanes", "parse_time", "raw_exchange", "resolve_session", "search", "search_texts",
-    "session_detail", "session_summary", "sessions", "snippet_of", "tool_stats",
+    "EXPORT_SCHEMA",
+    "SearchSyntaxError",
+    "SessionNotFound",
+    "analysis_history",
+    "analysis_input",
+    "compare",
+    "diff",
+    "drift",
+    "export_records",
+    "findings",
+    "lanes",
+    "parse_time",
+    "raw_exchange",
+    "resolve_session",
+    "search",
+    "search_texts",
+    "session_detail",
+    "session_summary",
+    "sessions",
+    "snippet_of",
+    "tool_stats",
 ]  # fmt: skip
 
 
@@ -82,7 +102,7 @@ def sessions(
 def _finish(store: Store, row: dict[str, Any]) -> None:
     if not row["title"]:
         row["title"] = _first_prompt(store, row["id"])
-    row["duration_s"] = round(row["ended_at"] - row["started_at"], 3)
+    _finish_duration(row)
 
 
 def _first_prompt(store: Store, session: str) -> str | None:
@@ -220,6 +240,75 @@ def lanes(detail: dict[str, Any]) -> list[dict[str, Any]]:
             lane(t["id"], 1, "its spawning tool call is not known")
     lane(None, 1, "titles, probes, summaries: outside the conversation")
     return runs
+
+
+def analysis_input(store: Store, session: str) -> dict[str, Any]:
+    """What the detectors read of a session (analysis/record.py): its turns and tool calls
+    with each result's text, without the messages' contents."""
+    rows = store.session_rows(ids=[session])
+    if not rows:
+        raise SessionNotFound(f"no session {session!r}")
+    calls = store.tool_call_rows(session)
+    nodes = store.node_rows(sorted({c["result_node"] for c in calls if c["result_node"]}))
+    for c in calls:
+        c["result"] = _result(nodes.get(c["result_node"]), c["id"]) if c["result_node"] else None
+    turns = store.turn_rows(session)
+    return {"session": rows[0], "turns": turns, "calls": calls,
+            "final_answer": _final_answer(store, turns)}  # fmt: skip
+
+
+def _final_answer(store: Store, turns: list[dict[str, Any]]) -> str | None:
+    """The text of the main thread's last answer (what drift compares between runs)."""
+    last = next((t for t in reversed(turns) if t["kind"] == "main" and t["response_nodes"]), None)
+    if last is None:
+        return None
+    node = store.node_rows(last["response_nodes"][:1]).get(last["response_nodes"][0])
+    texts = [
+        p.get("text") or "" for p in (node or {}).get("content", []) if p.get("type") == "text"
+    ]
+    return "\n".join(texts) or None
+
+
+# ---- analysis -------------------------------------------------------------------------------
+
+
+def analysis_history(store: Store) -> History:
+    """What sessions are compared with: every tool's error rate over the store, and each
+    (harness, main model)'s session totals."""
+    rates = {t["name"]: (t["errors"], t["calls"]) for t in store.tool_stats(None)}
+    models = store.main_models()
+    peers: dict[tuple[str, str], list[Totals]] = {}
+    for row in store.session_rows():
+        _finish_duration(row)
+        peers.setdefault((row["harness"], models.get(row["id"], "")), []).append(
+            Totals(row["id"], row["turns"], row["tool_calls"], row["output_tokens"],
+                   row["cost_usd"], row["duration_s"])
+        )  # fmt: skip
+    return History(rates, peers)
+
+
+def _finish_duration(row: dict[str, Any]) -> None:
+    row["duration_s"] = round(row["ended_at"] - row["started_at"], 3)
+
+
+def findings(
+    store: Store,
+    sessions: list[str],
+    limits: Thresholds | None = None,
+    history: History | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each session's findings, from its own record and (with the store at hand) against the
+    rest of the store: what `tapewire analyze` prints and the API answers."""
+    history = history if history is not None else analysis_history(store)
+    return {
+        sid: [f.as_json() for f in analyze(build(analysis_input(store, sid)), limits, history)]
+        for sid in sessions
+    }
+
+
+def drift(store: Store, sessions: list[str], limits: Thresholds | None = None) -> dict[str, Any]:
+    """How far runs of one task drifted apart (analysis/drift.py)."""
+    return drift_runs([build(analysis_input(store, sid)) for sid in sessions], limits)
 
 
 # ---- one exchange, as it crossed the wire -------------------------------------------------

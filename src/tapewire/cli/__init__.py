@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tapewire import __version__
+from tapewire.cli.analyze import analyze, drift
 from tapewire.cli.demo import demo
 from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
@@ -43,3 +44,5 @@ main.add_command(tools)
 main.add_command(export)
 main.add_command(ui)
 main.add_command(demo)
+main.add_command(analyze)
+main.add_command(drift)

@@ -100,11 +100,15 @@ class _Chain:
 
 
 class Deriver:
-    def __init__(self, store: Store, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self, store: Store, prices: PriceTable | None = None, analyze: bool = True
+    ) -> None:
         self.store = store
         self.prices = prices if prices is not None else PriceTable.load()
         self.hasher = ChainHasher()
         self.errors = 0
+        self.analyze = analyze  # refresh the findings of the sessions each batch touched
+        self._limits: Any = None
 
     # ---- driving -------------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class Deriver:
         """Derive these exchanges (ended ones), in one transaction. Each is written before the
         next is derived, since the next may continue it; one failing is logged and skipped."""
         done = 0
+        touched: set[str] = set()
         with self.store.derived_batch():
             for exchange_id in ids:
                 row = self.store.exchange(exchange_id)
@@ -121,11 +126,25 @@ class Deriver:
                     derived = self.derive(row)
                     if derived is not None:
                         self.store.write_derived([derived])
+                        touched.add(derived.turn.session)
                         done += 1
                 except Exception:  # a deriver bug must not stop ingestion; rederive repairs
                     self.errors += 1
                     log.exception("could not derive exchange %s", exchange_id)
+            if self.analyze and touched:
+                self._refresh_findings(touched)
         return done
+
+    def _refresh_findings(self, sessions: set[str]) -> None:
+        from tapewire.analysis import live  # analysis reads through the query layer
+
+        if self._limits is None:
+            self._limits = live.thresholds()
+        try:
+            live.refresh(self.store, sessions, self._limits)
+        except Exception:  # an analysis bug must not stop ingestion; rederive repairs
+            self.errors += 1
+            log.exception("could not analyse sessions %s", sorted(sessions))
 
     def catch_up(self) -> int:
         """Derive what the store holds underived (an older store, interrupted exchanges)."""

@@ -179,11 +179,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE VIRTUAL TABLE search USING fts5(text, content = '', tokenize = 'unicode61');
         """,
     ),
+    (
+        "0003_findings",
+        """
+        CREATE TABLE findings (           -- what analysis found in a session's own record
+            session TEXT NOT NULL,
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            severity INTEGER NOT NULL,    -- 0 info, 1 warning, 2 error
+            title TEXT NOT NULL,
+            turns TEXT NOT NULL,          -- JSON list of 1-based turn indices
+            evidence TEXT NOT NULL,       -- JSON
+            PRIMARY KEY (session, id)
+        );
+        """,
+    ),
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.
 DERIVED_TABLES = (
     "nodes", "sessions", "threads", "turns", "node_turns", "tips", "tool_calls", "search_rows",
+    "findings",
 )  # fmt: skip
 
 

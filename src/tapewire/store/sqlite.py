@@ -24,6 +24,9 @@ from tapewire.store.migrations import DERIVED_TABLES, migrate
 _RECENT_PER_CHAIN = 4
 _CHAINS_KEPT = 32
 _READ_CACHE = 64
+# Severities as analysis names them (analysis/findings.py), stored as their rank.
+SEVERITY_NAMES = ("info", "warning", "error")
+SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITY_NAMES)}
 
 
 # Sets, never adds: a batch replayed after a crash writes the same row again.
@@ -93,6 +96,7 @@ class SQLiteStore:
         self._read_cache: OrderedDict[str, bytes] = OrderedDict()
         self._unzstd = zstandard.ZstdDecompressor()  # a store serves one thread
         self._in_batch = False
+        self._tables: set[str] = set()
         if readonly:
             self.conn = _open_readonly(path)
             return
@@ -386,6 +390,64 @@ class SQLiteStore:
             c.execute("ROLLBACK")
             raise
 
+    def _has(self, table: str) -> bool:
+        """Whether the schema has this table yet: a read-only store does not migrate, and may
+        read a database written by an older tapewire until a writer opens it."""
+        if (
+            table not in self._tables
+            and self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+        ):
+            self._tables.add(table)
+        return table in self._tables
+
+    def replace_findings(self, session: str, rows: list[dict[str, Any]]) -> None:
+        """A session's findings, all of them at once (the analysis of its whole record)."""
+        c = self.conn
+        begin, commit, rollback = (
+            ("SAVEPOINT findings", "RELEASE findings", "ROLLBACK TO findings")
+            if self._in_batch
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
+        c.execute(begin)
+        try:
+            c.execute("DELETE FROM findings WHERE session = ?", (session,))
+            c.executemany(
+                "INSERT INTO findings (session, id, kind, severity, title, turns, evidence)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(session, r["id"], r["kind"], SEVERITY_RANK[r["severity"]], r["title"],
+                  _dumps(r["turns"]), _dumps(r["evidence"])) for r in rows],
+            )  # fmt: skip
+            c.execute(commit)
+        except BaseException:
+            c.execute(rollback)
+            raise
+
+    def finding_rows(
+        self, sessions: list[str] | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored findings, of these sessions or of those active since `since`."""
+        if not self._has("findings"):
+            return []
+        sql = ("SELECT f.session, f.id, f.kind, f.severity, f.title, f.turns, f.evidence"
+               " FROM findings f")  # fmt: skip
+        where: list[str] = []
+        args: list[Any] = []
+        if sessions is not None:
+            where.append(f"f.session IN ({','.join('?' * len(sessions))})")
+            args.extend(sessions)
+        if since is not None:
+            where.append("f.session IN (SELECT id FROM sessions WHERE ended_at >= ?)")
+            args.append(since)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [
+            {"id": r[1], "session": r[0], "kind": r[2], "severity": SEVERITY_NAMES[r[3]],
+             "title": r[4], "turns": orjson.loads(r[5]), "evidence": orjson.loads(r[6])}
+            for r in self.conn.execute(sql + " ORDER BY f.session, f.severity DESC, f.id", args)
+        ]  # fmt: skip
+
     def derive_order(self) -> list[str]:
         """Ended exchanges in the order they ended: the order derivation saw them in."""
         return [
@@ -649,8 +711,14 @@ class SQLiteStore:
             " sum(t.error IS NOT NULL), group_concat(DISTINCT coalesce(t.response_model, t.model)),"
             " (SELECT count(*) FROM threads h WHERE h.session = s.id),"
             " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id),"
-            " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id AND c.is_error = 1)"
-            f" FROM ({page}) s LEFT JOIN turns t ON t.session = s.id"
+            " (SELECT count(*) FROM tool_calls c WHERE c.session = s.id AND c.is_error = 1),"
+            + (
+                " (SELECT count(*) FROM findings f WHERE f.session = s.id AND f.severity > 0),"
+                " (SELECT max(severity) FROM findings f WHERE f.session = s.id)"
+                if self._has("findings")
+                else " 0, NULL"
+            )
+            + f" FROM ({page}) s LEFT JOIN turns t ON t.session = s.id"
             " GROUP BY s.id ORDER BY s.started_at DESC, s.id"
         )
         out = []
@@ -665,6 +733,8 @@ class SQLiteStore:
                 # Unknown beats wrong: one priced-unknown turn makes the total unknown.
                 "cost_usd": round(r[13], 9) if r[14] and not r[15] else None,
                 "models": sorted(m for m in (r[17] or "").split(",") if m),
+                "findings": r[21],
+                "worst": None if r[22] is None else SEVERITY_NAMES[r[22]],
             })  # fmt: skip
         return out
 
@@ -826,6 +896,17 @@ class SQLiteStore:
             (exchange,),
         ).fetchone()
         return int(r[0]) if r else None
+
+    def main_models(self) -> dict[str, str]:
+        """Per session, the model most of its main-thread turns went to."""
+        best: dict[str, tuple[int, str]] = {}
+        for session, model, n in self.conn.execute(
+            "SELECT session, coalesce(response_model, model), count(*) FROM turns"
+            " WHERE kind = 'main' GROUP BY 1, 2"
+        ):
+            if model and (session not in best or (n, model) > best[session]):
+                best[session] = (n, model)
+        return {session: model for session, (_, model) in best.items()}
 
     def tool_stats(self, session: str | None = None) -> list[dict[str, Any]]:
         """Per tool name: calls, errors, and the latencies (ms) of the answered ones, sorted."""
