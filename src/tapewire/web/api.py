@@ -13,12 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from tapewire import query
+from tapewire.analysis import rank
 from tapewire.store import Store
+from tapewire.web.findings import findings_of
 from tapewire.web.models import (
     ERRORS,
+    FindingsPage,
     RawExchange,
     SearchPage,
     SessionDetail,
+    SessionFindings,
     SessionPage,
     Timeline,
     Tools,
@@ -117,6 +121,43 @@ async def timeline(id: SessionId, readers: ReadersDep) -> Response:
     def read(store: Store) -> dict[str, Any]:
         sid = query.resolve_session(store, id)
         return {"session": sid, "turns": query.session_detail(store, sid)["turns"]}
+
+    return JSON(await readers.run(read))
+
+
+@router.get("/sessions/{id}/findings", response_model=SessionFindings, tags=["analysis"])
+async def session_findings(id: SessionId, readers: ReadersDep) -> Response:
+    """What the detectors find in a session: loops, stalls, error bursts, anomalies, each with
+    its severity, explanation, evidence and turns (`tapewire analyze SESSION --json`)."""
+
+    def read(store: Store) -> dict[str, Any]:
+        sid = query.resolve_session(store, id)
+        return {"session": sid, "findings": findings_of(store, [sid])[sid]}
+
+    return JSON(await readers.run(read))
+
+
+@router.get("/findings", response_model=FindingsPage, tags=["analysis"])
+async def store_findings(
+    readers: ReadersDep,
+    since: Since = None,
+    min_severity: Annotated[
+        str, Query(pattern="^(info|warning|error)$", description="info, warning or error")
+    ] = "info",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Sessions, newest first.")] = 50,
+) -> Response:
+    """Findings across the store: the sessions active since `since`, newest first, each with
+    its findings at or above `min_severity` (`tapewire analyze --since`)."""
+    moment = parse_since(since)
+    floor = rank(min_severity)
+
+    def read(store: Store) -> dict[str, Any]:
+        ids = [r["id"] for r in store.session_rows(since=moment, limit=limit)]
+        found = findings_of(store, ids)
+        return {"sessions": [
+            {"session": sid, "findings": [f for f in found[sid] if rank(f["severity"]) >= floor]}
+            for sid in ids
+        ]}  # fmt: skip
 
     return JSON(await readers.run(read))
 

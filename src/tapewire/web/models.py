@@ -37,6 +37,11 @@ class Session(BaseModel):
     reasoning_tokens: int
     cost_usd: float | None = Field(description="null when any turn's price is unknown")
     models: list[str]
+    findings: int = Field(
+        description="findings of warning or error severity in the session's own record "
+        "(stored as its turns are derived)"
+    )
+    worst: str | None = Field(description="the most severe of them: info, warning or error")
 
 
 class SessionPage(BaseModel):
@@ -182,6 +187,29 @@ class ToolStat(BaseModel):
 
 class Tools(BaseModel):
     tools: list[ToolStat] = Field(description="most called first")
+
+
+class Finding(BaseModel):
+    """What a detector found (docs/analysis.md): deterministic, with its evidence."""
+
+    id: str = Field(description="the same for the same record, every time")
+    session: str
+    kind: str = Field(description="repeated_call, call_cycle, retry, no_progress, unfinished, "
+                      "truncated, context_full, tool_errors, error_burst, tool_error_rate, "
+                      "turn_anomaly, session_anomaly")  # fmt: skip
+    severity: str = Field(description="info, warning or error")
+    title: str = Field(description="one line, for a person")
+    turns: list[int] = Field(description="the turns it points at (1-based, as the timeline)")
+    evidence: dict[str, Any]
+
+
+class SessionFindings(BaseModel):
+    session: str
+    findings: list[Finding] = Field(description="most severe first")
+
+
+class FindingsPage(BaseModel):
+    sessions: list[SessionFindings] = Field(description="newest first")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -18,6 +18,7 @@ from tapewire.store import Store
 from tapewire.web import render
 from tapewire.web.api import raw_data, search_page, sessions_page
 from tapewire.web.charts import session_charts
+from tapewire.web.findings import findings_of
 from tapewire.web.params import (
     JSON,
     MAX_OFFSET,
@@ -104,11 +105,13 @@ def _timeline(store: Store, ref: str) -> dict[str, Any]:
     detail = query.session_detail(store, query.resolve_session(store, ref))
     # A tool result in a later turn's input names its tool, as the call that asked did.
     names = {c["id"]: c["name"] for t in detail["turns"] for c in t["tool_calls"] if c["name"]}
+    sid = detail["session"]["id"]
     return {
         "session": detail["session"],
         "threads": detail["threads"],
         "lanes": query.lanes(detail),
         "tool_names": names,
+        "findings": findings_of(store, [sid])[sid],
     }
 
 
@@ -149,6 +152,7 @@ async def turn(
                         "lane": run["lane"],
                         "turn": t,
                         "tool_names": context["tool_names"],
+                        "findings": context["findings"],
                     }
         raise HTTPException(404, f"the session has no turn {n}")
 
