@@ -16,7 +16,7 @@ from tapewire.analysis.thresholds import Thresholds
 _MAD_SCALE = 1.4826  # MAD of a normal distribution, as a standard deviation
 _MEAN_AD_SCALE = 1.2533  # mean absolute deviation, likewise (when over half the values agree)
 
-_UNITS = {"output_tokens": "output tokens", "cost_usd": "cost", "duration_ms": "latency",
+_UNITS = {"output_tokens": "output", "cost_usd": "cost", "duration_ms": "latency",
           "context_growth": "context growth"}  # fmt: skip
 
 
