@@ -11,6 +11,7 @@ import pytest
 
 from tapewire.analysis import Thresholds, analyze, build
 from tapewire.analysis.drift import drift, edit_distance
+from tapewire.analysis.record import digest
 from tapewire.config import ConfigError
 
 T0 = 1_790_000_000.0
@@ -54,7 +55,8 @@ class Script:
         for i, (name, args, result, is_error) in enumerate(calls):
             self.calls.append({
                 "id": f"c{n}_{i}", "thread": thread, "name": name, "arguments": args,
-                "call_exchange": exchange, "asked_at": started + 1, "result": result,
+                "call_exchange": exchange, "asked_at": started + 1,
+                "result_digest": None if result is None else digest(result),
                 "is_error": is_error, "answered_at": None if result is None else started + 2,
             })  # fmt: skip
         return self

@@ -13,6 +13,7 @@ from typing import Any
 from tapewire.analysis import History, Thresholds, Totals, analyze, build
 from tapewire.analysis.diff import diff_sessions
 from tapewire.analysis.drift import drift as drift_runs
+from tapewire.analysis.record import digest
 from tapewire.content_encoding import DecodeError, decode
 from tapewire.derive import result_text, search_rows
 from tapewire.model import Part
@@ -242,16 +243,29 @@ def lanes(detail: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
-def analysis_input(store: Store, session: str) -> dict[str, Any]:
-    """What the detectors read of a session (analysis/record.py): its turns and tool calls
-    with each result's text, without the messages' contents."""
+def analysis_input(
+    store: Store, session: str, digests: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What the detectors read of a session (analysis/record.py): its turns and tool calls,
+    each result as the digest of its text, without the messages' contents. `digests` caches
+    result nodes' digests between calls (a node never changes: its id is its content's)."""
     rows = store.session_rows(ids=[session])
     if not rows:
         raise SessionNotFound(f"no session {session!r}")
     calls = store.tool_call_rows(session)
-    nodes = store.node_rows(sorted({c["result_node"] for c in calls if c["result_node"]}))
+    digests = digests if digests is not None else {}
+    unread = {c["result_node"] for c in calls
+              if c["result_node"] and f"{c['result_node']}/{c['id']}" not in digests}  # fmt: skip
+    nodes = store.node_rows(sorted(unread))
     for c in calls:
-        c["result"] = _result(nodes.get(c["result_node"]), c["id"]) if c["result_node"] else None
+        node = c["result_node"]
+        if node is None:
+            c["result_digest"] = None
+            continue
+        key = f"{node}/{c['id']}"  # one message may answer several calls
+        if key not in digests:
+            digests[key] = digest(_result(nodes.get(node), c["id"]) or "")
+        c["result_digest"] = digests[key]
     turns = store.turn_rows(session)
     return {"session": rows[0], "turns": turns, "calls": calls,
             "final_answer": _final_answer(store, turns)}  # fmt: skip

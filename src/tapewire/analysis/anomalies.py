@@ -20,15 +20,13 @@ _UNITS = {"output_tokens": "output", "cost_usd": "cost", "duration_ms": "latency
           "context_growth": "context growth"}  # fmt: skip
 
 
-def robust_z(values: Sequence[float], x: float) -> tuple[float, float] | None:
-    """(median, z of x), or None when the values do not spread at all."""
+def spread(values: Sequence[float]) -> tuple[float, float] | None:
+    """(median, robust standard deviation) of the values, or None when they do not spread."""
     med = statistics.median(values)
-    spread = _MAD_SCALE * statistics.median(abs(v - med) for v in values)
-    if spread == 0:
-        spread = _MEAN_AD_SCALE * statistics.fmean(abs(v - med) for v in values)
-    if spread == 0:
-        return None
-    return med, (x - med) / spread
+    scale = _MAD_SCALE * statistics.median(abs(v - med) for v in values)
+    if scale == 0:
+        scale = _MEAN_AD_SCALE * statistics.fmean(abs(v - med) for v in values)
+    return None if scale == 0 else (med, scale)
 
 
 def _show(metric: str, v: float) -> str:
@@ -71,12 +69,12 @@ def turn_anomalies(record: Record, limits: Thresholds) -> list[Finding]:
     for metric, points in _series(turns).items():
         if len(points) < limits.anomaly_min_turns:
             continue
-        values = [v for _, v in points]
+        stats = spread([v for _, v in points])
+        if stats is None:
+            continue
+        med, scale = stats
         for t, v in points:
-            stats = robust_z(values, v)
-            if stats is None:
-                continue
-            med, z = stats
+            z = (v - med) / scale
             if z >= limits.anomaly_z and v >= limits.anomaly_ratio * max(med, 1e-9):
                 off.setdefault(t.index, []).append(
                     {"metric": metric, "value": v, "median": med, "z": round(z, 1)}
@@ -139,10 +137,10 @@ def peer_anomalies(record: Record, limits: Thresholds, history: History) -> list
         values = [float(getattr(p, metric)) for p in peers if getattr(p, metric) is not None]
         if x is None or len(values) < limits.history_min_sessions:
             continue
-        stats = robust_z(values, float(x))
+        stats = spread(values)
         if stats is None:
             continue
-        med, z = stats
+        med, z = stats[0], (float(x) - stats[0]) / stats[1]
         if z < limits.anomaly_z or x < limits.history_ratio * max(med, 1e-9):
             continue
         shown = f"${x:.4f}" if metric == "cost_usd" else f"{x:,}"

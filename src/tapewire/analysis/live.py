@@ -24,11 +24,19 @@ def thresholds() -> Thresholds:
         return Thresholds()
 
 
-def refresh(store: Store, sessions: Iterable[str], limits: Thresholds) -> int:
-    """Analyse these sessions and store their findings; returns how many were found."""
+DIGESTS_KEPT = 200_000  # result digests remembered between analyses (~30 MB at most)
+
+
+def refresh(
+    store: Store, sessions: Iterable[str], limits: Thresholds, digests: dict[str, str]
+) -> int:
+    """Analyse these sessions and store their findings; returns how many were found.
+    `digests` carries the results' digests from one analysis to the next."""
+    if len(digests) > DIGESTS_KEPT:
+        digests.clear()
     found = 0
     for session in sorted(sessions):
-        findings = analyze(build(query.analysis_input(store, session)), limits)
+        findings = analyze(build(query.analysis_input(store, session, digests)), limits)
         store.replace_findings(session, [f.as_json() for f in findings])
         found += len(findings)
     return found

@@ -40,6 +40,7 @@ def rederive(prices: Path | None, db: Path, journal: Path | None) -> None:
             for i in range(0, len(order), 64):
                 deriver.derive_ids(order[i : i + 64])
                 bar.update(task, advance=len(order[i : i + 64]))
+            deriver.analyse_pending()  # findings are derived too
         sessions = len(store.session_rows())
     finally:
         store.close()

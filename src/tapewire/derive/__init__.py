@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ from tapewire.store.derived import (
 )
 
 log = logging.getLogger("tapewire.derive")
+
+ANALYSE_EVERY = 1.0  # seconds between analyses of the sessions turns keep arriving in
 
 _SEARCH_KIND = {"assistant": "response", "tool": "tool_result"}
 
@@ -107,8 +110,11 @@ class Deriver:
         self.prices = prices if prices is not None else PriceTable.load()
         self.hasher = ChainHasher()
         self.errors = 0
-        self.analyze = analyze  # refresh the findings of the sessions each batch touched
+        self.analyze = analyze  # refresh the findings of the sessions batches touch
         self._limits: Any = None
+        self._pending: set[str] = set()  # sessions whose findings are behind their turns
+        self._digests: dict[str, str] = {}  # tool results' digests, kept between analyses
+        self._analysed_at = 0.0
 
     # ---- driving -------------------------------------------------------------------------
 
@@ -131,17 +137,26 @@ class Deriver:
                 except Exception:  # a deriver bug must not stop ingestion; rederive repairs
                     self.errors += 1
                     log.exception("could not derive exchange %s", exchange_id)
-            if self.analyze and touched:
-                self._refresh_findings(touched)
+            if self.analyze:
+                self._pending |= touched
+                # A session is analysed whole, so at most once a second while turns pour in;
+                # `analyse_pending` catches up when they stop.
+                if time.monotonic() - self._analysed_at >= ANALYSE_EVERY:
+                    self.analyse_pending()
         return done
 
-    def _refresh_findings(self, sessions: set[str]) -> None:
+    def analyse_pending(self) -> None:
+        """Store the findings of every session changed since its last analysis."""
+        if not self._pending:
+            return
         from tapewire.analysis import live  # analysis reads through the query layer
 
+        sessions, self._pending = self._pending, set()
+        self._analysed_at = time.monotonic()
         if self._limits is None:
             self._limits = live.thresholds()
         try:
-            live.refresh(self.store, sessions, self._limits)
+            live.refresh(self.store, sessions, self._limits, self._digests)
         except Exception:  # an analysis bug must not stop ingestion; rederive repairs
             self.errors += 1
             log.exception("could not analyse sessions %s", sorted(sessions))

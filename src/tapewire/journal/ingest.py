@@ -165,6 +165,8 @@ class Ingester:
                 store.interrupt_stale(self.recorder, self.run_id)
                 self._stale_checked = True
                 self._deriver_for(store).catch_up()
+            # Caught up with the journal: the findings catch up with the turns.
+            self._deriver_for(store).analyse_pending()
             return 0
         if len(batch):
             store.write(batch)
