@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from derive_bench import build as build_session
 from read_bench import cached_store
-
 from tapewire import query
 from tapewire.analysis import Thresholds
 from tapewire.derive import Deriver
@@ -72,7 +71,7 @@ def live(turns: int, batches: list[int]) -> list[dict[str, Any]]:
 
 
 def whole_store(sessions: int, messages: int) -> dict[str, Any]:
-    db, meta, _ = cached_store(sessions, messages, seed=1)
+    db, _, _ = cached_store(sessions, messages, seed=1)
     store = open_store(db, readonly=True)
     try:
         start = time.perf_counter()
@@ -101,9 +100,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the 200-session store")
     parser.add_argument("--no-store", action="store_true", help="skip the whole-store part")
     args = parser.parse_args()
-    result: dict[str, Any] = {
-        "live": live(args.turns, [int(b) for b in args.batches.split(",")])
-    }
+    result: dict[str, Any] = {"live": live(args.turns, [int(b) for b in args.batches.split(",")])}
     if not args.no_store:
         sessions, messages = (200, 20_000) if args.quick else (10_000, 1_000_000)
         result["store"] = whole_store(sessions, messages)

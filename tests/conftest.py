@@ -86,3 +86,26 @@ def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             asyncio.run(_replay_recording(service.url))
             stored(service).close()
     return settings.db
+
+
+@pytest.fixture(scope="session")
+def scenarios_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A database holding the labelled synthetic sessions of tests/scenarios.py (loops,
+    cycles, retries, errors, a cost spike, a stall, drifting runs), played with the real SDKs
+    through a real proxy against the scripted fake provider, stored and derived. Returns the
+    database's path and {label: session id}. Shared: tests only read it (copy it first to
+    change it)."""
+    from scenarios import SCENARIOS, record_scenarios
+    from tapewire.query import sessions
+
+    tmp = tmp_path_factory.mktemp("scenarios")
+    with FakeProvider() as fake:
+        settings = settings_for(fake, tmp)
+        with ServiceThread(settings) as service:
+            record_scenarios(service.url, fake)
+            store = stored(service)
+    try:
+        by_name = {row["name"]: row["id"] for row in sessions(store)}
+    finally:
+        store.close()
+    return settings.db, {label: by_name[label] for label in SCENARIOS}

@@ -14,6 +14,12 @@ Completions), ``POST /v1/responses`` (OpenAI Responses), ``POST /api/chat`` and
 ``POST /api/generate`` (Ollama). Failure modes are chosen per request with the
 ``x-fake-scenario`` header (see `SCENARIOS`). Everything is deterministic.
 
+Scripted answers: ``fake.script(name, [Reply(...), ...])`` loads a list of answers that the
+requests carrying the header ``x-fake-script: <name>`` take one at a time, in order, on
+``/v1/messages`` and ``/v1/chat/completions``, each in that route's wire format, streamed when
+the request asks for it. A tapewire proxy strips its ``/s/<session>`` prefix before
+forwarding, so the header, which it forwards as sent, is what names the script.
+
 The model's answer: given tools, it calls the first one (``{"city": "Paris"}``), unless the
 request ends with a tool's result, which it answers with text, as a real model would.
 
@@ -31,7 +37,8 @@ import random
 import socket
 import threading
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +52,7 @@ __all__ = [
     "FakeProvider",
     "Received",
     "RecordedTurn",
+    "Reply",
     "fake_bytes",
     "load_recording",
     "split_gzip_events",
@@ -92,6 +100,37 @@ class RecordedTurn:
     response_body: bytes  # verbatim wire bytes (compressed per content_encoding)
     content_encoding: str
     chunks: list[bytes] = field(default_factory=list)  # response_body as event-sized writes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer of the model (see `FakeProvider.script`).
+
+    `input_tokens` counts every prompt token, the cached ones (`cache_read_tokens`) included,
+    as OpenAI's ``prompt_tokens`` does; Anthropic's wire reports the uncached rest as its
+    ``input_tokens`` beside ``cache_read_input_tokens``. A `status` other than 200 answers with
+    the provider's error body for it (and ``retry-after: 0``, ``retry-after-ms: 1``, so SDK
+    retries come at once); text, tool calls and usage are then unused. `stop` overrides the
+    stop reason, as the provider spells it ("max_tokens", "length"); by default it is
+    tool_use/tool_calls when there are tool calls, else end_turn/stop. `delay`: seconds to
+    wait before answering.
+    """
+
+    text: str | None = None
+    tool_calls: Sequence[tuple[str, dict[str, Any]]] = ()  # (tool name, arguments)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    status: int = 200
+    stop: str | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class _Script:
+    replies: deque[Reply]
+    answered: int = 0  # replies taken so far
+    calls: int = 0  # tool call ids handed out so far
 
 
 @dataclass
@@ -431,6 +470,212 @@ def _openai_reply(req: dict[str, Any]) -> _Reply:
     return _Reply(200, headers, events, streaming=True)
 
 
+# --------------------------------------------------------------------------- scripted answers
+
+_ANTHROPIC_ERRORS = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    404: ("not_found_error", "Not found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
+    529: ("overloaded_error", "Overloaded"),
+}
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    503: ("server_error", None, "The server is overloaded or not ready yet."),
+}
+# Retry at once: the SDKs back off exponentially on ``retry-after: 0`` (they only honour a
+# positive delay) but take ``retry-after-ms`` first.
+_RETRY_NOW = [("retry-after", "0"), ("retry-after-ms", "1")]
+
+
+def _pieces(text: str, parts: int = 3, most: int = 4096) -> list[str]:
+    """`text` cut into about `parts` pieces (more when long), as a stream delivers it."""
+    if not text:
+        return []
+    size = min(most, max(1, -(-len(text) // parts)))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _scripted_error(anthropic: bool, status: int, message: str | None = None) -> _Reply:
+    if anthropic:
+        kind, default = _ANTHROPIC_ERRORS.get(
+            status, ("api_error" if status >= 500 else "invalid_request_error", "Internal error")
+        )
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": kind, "message": message or default},
+        }
+        headers = [("request-id", f"req_fake{status}")]
+    else:
+        kind, code, default = _OPENAI_ERRORS.get(
+            status,
+            ("server_error", None, "The server had an error while processing your request.")
+            if status >= 500
+            else ("invalid_request_error", None, "Invalid request."),
+        )
+        body = {"error": {"message": message or default, "type": kind, "param": None,
+                          "code": code}}  # fmt: skip
+        headers = [("x-request-id", f"req_fake{status}")]
+    return _json_reply(status, body, headers + _RETRY_NOW)
+
+
+def _scripted_anthropic(
+    req: dict[str, Any], reply: Reply, ids: list[str], message_id: str
+) -> _Reply:
+    stop = reply.stop or ("tool_use" if reply.tool_calls else "end_turn")
+    blocks: list[dict[str, Any]] = []
+    if reply.text is not None:
+        blocks.append({"type": "text", "text": reply.text})
+    for call_id, (name, args) in zip(ids, reply.tool_calls, strict=True):
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
+    usage = {
+        "input_tokens": reply.input_tokens - reply.cache_read_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": reply.cache_read_tokens,
+        "output_tokens": reply.output_tokens,
+    }
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": req.get("model", "claude-fake"),
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    extra = [("request-id", f"req_{message_id}"), ("anthropic-organization-id", "fake-org")]
+    if not req.get("stream"):
+        return _json_reply(200, message, extra)
+
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events = [_sse_event("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(blocks):
+        if block["type"] == "text":
+            first: dict[str, Any] = {"type": "text", "text": ""}
+            deltas: list[dict[str, Any]] = [
+                {"type": "text_delta", "text": p} for p in _pieces(block["text"])
+            ]
+        else:
+            first = {**block, "input": {}}
+            partial = ["", *_pieces(_dumps(block["input"]))]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in partial]
+        events.append(
+            _sse_event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": first},
+            )
+        )
+        if index == 0:
+            events.append(_sse_event("ping", {"type": "ping"}))
+        events.extend(
+            _sse_event(
+                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}
+            )
+            for d in deltas
+        )
+        events.append(
+            _sse_event("content_block_stop", {"type": "content_block_stop", "index": index})
+        )
+    events.append(
+        _sse_event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": reply.output_tokens},
+            },
+        )
+    )
+    events.append(_sse_event("message_stop", {"type": "message_stop"}))
+    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
+    return _Reply(200, headers, events, streaming=True)
+
+
+def _scripted_openai(
+    req: dict[str, Any], reply: Reply, ids: list[str], completion_id: str
+) -> _Reply:
+    finish = reply.stop or ("tool_calls" if reply.tool_calls else "stop")
+    calls: list[dict[str, Any]] = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": _dumps(args)}}
+        for call_id, (name, args) in zip(ids, reply.tool_calls, strict=True)
+    ]
+    usage = {
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.input_tokens + reply.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    extra = [("x-request-id", f"req_{completion_id}"), ("openai-processing-ms", "1")]
+    base = {"id": completion_id, "created": CREATED, "model": req.get("model", "gpt-fake")}
+    if not req.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if calls:
+            message["tool_calls"] = calls
+        completion = {
+            **base,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            ],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+        }
+        return _json_reply(200, completion, extra)
+
+    options = req.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            **base,
+            "object": "chat.completion.chunk",
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if include_usage:
+            obj["usage"] = None
+        return f"data: {_dumps(obj)}\n\n".encode()
+
+    content = None if reply.text is None else ""
+    events = [chunk({"role": "assistant", "content": content, "refusal": None})]
+    events.extend(chunk({"content": p}) for p in _pieces(reply.text or ""))
+    for index, call in enumerate(calls):
+        function = call["function"]
+        head = {**call, "index": index, "function": {"name": function["name"], "arguments": ""}}
+        events.append(chunk({"tool_calls": [head]}))
+        events.extend(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
+            for p in _pieces(function["arguments"])
+        )
+    events.append(chunk({}, finish))
+    if include_usage:
+        tail = {
+            **base,
+            "object": "chat.completion.chunk",
+            "system_fingerprint": "fp_fake",
+            "choices": [],
+            "usage": usage,
+        }
+        events.append(f"data: {_dumps(tail)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
+    return _Reply(200, headers, events, streaming=True)
+
+
 # --------------------------------------------------------------------------- OpenAI Responses
 
 
@@ -655,6 +900,7 @@ class FakeProvider:
         self.received: list[Received] = []
         self.responses_created = 0  # Responses API answers so far: each gets ids of its own
         self._stored_responses: set[str] = set()  # ids a previous_response_id may name
+        self._scripts: dict[str, _Script] = {}  # by x-fake-script name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -696,6 +942,18 @@ class FakeProvider:
     def answer_as(self, body: bytes, turn: RecordedTurn) -> None:
         """Answer a request body (an edited recording) with a recorded turn's response."""
         self._by_body.setdefault(body, turn)
+
+    def script(self, name: str, replies: Sequence[Reply]) -> None:
+        """Load (or replace) the script `name`: requests with ``x-fake-script: <name>`` take
+        its replies in order. Tool call ids are ``toolu_<name>_<n>`` (Anthropic) or
+        ``call_<name>_<n>`` (OpenAI), n counting the script's tool calls from 1."""
+        with self._lock:
+            self._scripts[name] = _Script(deque(replies))
+
+    def remaining(self, name: str) -> int:
+        """How many replies of the script `name` are still to be taken."""
+        with self._lock:
+            return len(self._scripts[name].replies)
 
     def __exit__(
         self,
@@ -774,6 +1032,9 @@ class FakeProvider:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()  # cached by aiohttp after the middleware's read
+        script = request.headers.get("x-fake-script")
+        if script is not None:
+            return await self._scripted(request, body, script)
         scenario = request.headers.get("x-fake-scenario")
         if scenario is None:
             return await self._send(request, self._route(request, body))
@@ -845,6 +1106,61 @@ class FakeProvider:
         if path == "/api/generate":
             return _ollama_generate_reply(req)
         return _ollama_reply(req)
+
+    async def _scripted(self, request: web.Request, body: bytes, name: str) -> web.StreamResponse:
+        """The next reply of the script `name`, in the wire format of the request's route."""
+        if request.path not in ("/v1/messages", "/v1/chat/completions"):
+            reply = _json_reply(404, {"error": f"no scripted answers on {request.path}"})
+            return await self._send(request, reply)
+        anthropic = request.path == "/v1/messages"
+        with self._lock:
+            script = self._scripts.get(name)
+            scripted = script.replies.popleft() if script and script.replies else None
+            if script is not None and scripted is not None:
+                script.answered += 1
+                answered = script.answered
+                ok = scripted.status == 200
+                first = script.calls + 1
+                script.calls += len(scripted.tool_calls) if ok else 0
+        if script is None or scripted is None:
+            why = (
+                f"fake provider: no script named {name!r} is loaded"
+                if script is None
+                else f"fake provider: script {name!r} is exhausted "
+                f"(all {script.answered} replies taken)"
+            )
+            reply = _scripted_error(anthropic, 500, why)
+            reply.headers.append(("x-should-retry", "false"))  # a test bug: don't retry it
+            return await self._send_whole(request, reply)
+        if scripted.delay and not await self._pause(scripted.delay):
+            return await self._send(request, _json_reply(503, {"error": "stopping"}))
+        if scripted.status != 200:
+            return await self._send_whole(request, _scripted_error(anthropic, scripted.status))
+        req = _parse_json(body)
+        if req is None:
+            reply = _scripted_error(anthropic, 400, "body is not a JSON object")
+            return await self._send_whole(request, reply)
+        prefix = "toolu" if anthropic else "call"
+        ids = [f"{prefix}_{name}_{first + i}" for i in range(len(scripted.tool_calls))]
+        if anthropic:
+            reply = _scripted_anthropic(req, scripted, ids, f"msg_{name}_{answered}")
+        else:
+            reply = _scripted_openai(req, scripted, ids, f"chatcmpl-{name}-{answered}")
+        if reply.streaming:
+            return await self._send(request, reply)
+        return await self._send_whole(request, reply)
+
+    async def _send_whole(self, request: web.Request, reply: _Reply) -> web.StreamResponse:
+        """A plain (not streamed) answer in one write, headers and body together, as a server
+        sends a small JSON body. A client that hangs up as soon as it has the headers (an SDK
+        about to retry a streamed request's 429 closes the response unread) cannot then race
+        the body through a proxy: what the proxy records does not depend on timing."""
+        resp = web.Response(status=reply.status, body=b"".join(reply.pieces))
+        for name, value in reply.headers:
+            resp.headers.add(name, value)
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
 
     def _responses(self, req: dict[str, Any]) -> _Reply:
         """A Responses answer; like the API, a previous_response_id must name a stored one."""
