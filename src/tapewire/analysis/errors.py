@@ -20,6 +20,13 @@ class _Event:
     what: str
 
 
+_NAMES = {
+    "tool_error": ("tool error", "tool errors"), "rate_limit": ("rate limit", "rate limits"),
+    "overloaded": ("overload", "overloads"), "http_4xx": ("HTTP 4xx", "HTTP 4xx"),
+    "http_5xx": ("HTTP 5xx", "HTTP 5xx"), "error": ("failed turn", "failed turns"),
+}  # fmt: skip
+
+
 def _kind(status: int | None) -> str:
     if status == 429:
         return "rate_limit"
