@@ -182,11 +182,17 @@ def test_list_open_step_unfold(ui: str, page: Page) -> None:
     expect(rows.first.locator("td").nth(5)).not_to_have_text("17")
 
     full = session_id(ui, harness="claude-code")
+    findings = page.locator(f'#session-rows tr[data-id="{full}"] a.badge.sev-warning')
+    expect(findings).to_have_text("1")  # the error burst, stored as the turns arrived
     page.locator(f'#session-rows tr[data-id="{full}"] td.title a').click()
     expect(page).to_have_url(re.compile(f"/sessions/{full}$"))
     expect(page.locator("h1")).to_have_text("Run generate-claude-fixture skill")
     expect(page.locator("figure.chart")).to_have_count(4)
     expect(page.locator("article.turn")).to_have_count(17)
+    # Analysis: the tool errors of turns 12-14 are a burst, marked on those turns.
+    expect(page.locator("#findings li.sev-warning")).to_contain_text("5 errors")
+    for n in (12, 13, 14):
+        expect(page.locator(f"#t{n} a.marker")).to_have_text("error burst")
 
     # j steps down the timeline in reading order, k back up, and the address follows.
     order = [int(x) for x in page.locator("article.turn").evaluate_all(
