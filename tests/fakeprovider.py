@@ -1131,36 +1131,46 @@ class FakeProvider:
             )
             reply = _scripted_error(anthropic, 500, why)
             reply.headers.append(("x-should-retry", "false"))  # a test bug: don't retry it
-            return await self._send_whole(request, reply)
+            return await self._send_scripted(request, reply)
         if scripted.delay and not await self._pause(scripted.delay):
             return await self._send(request, _json_reply(503, {"error": "stopping"}))
         if scripted.status != 200:
-            return await self._send_whole(request, _scripted_error(anthropic, scripted.status))
+            return await self._send_scripted(request, _scripted_error(anthropic, scripted.status))
         req = _parse_json(body)
         if req is None:
             reply = _scripted_error(anthropic, 400, "body is not a JSON object")
-            return await self._send_whole(request, reply)
+            return await self._send_scripted(request, reply)
         prefix = "toolu" if anthropic else "call"
         ids = [f"{prefix}_{name}_{first + i}" for i in range(len(scripted.tool_calls))]
         if anthropic:
             reply = _scripted_anthropic(req, scripted, ids, f"msg_{name}_{answered}")
         else:
             reply = _scripted_openai(req, scripted, ids, f"chatcmpl-{name}-{answered}")
-        if reply.streaming:
-            return await self._send(request, reply)
-        return await self._send_whole(request, reply)
+        return await self._send_scripted(request, reply)
 
-    async def _send_whole(self, request: web.Request, reply: _Reply) -> web.StreamResponse:
-        """A plain (not streamed) answer in one write, headers and body together, as a server
-        sends a small JSON body. A client that hangs up as soon as it has the headers (an SDK
-        about to retry a streamed request's 429 closes the response unread) cannot then race
-        the body through a proxy: what the proxy records does not depend on timing."""
-        resp = web.Response(status=reply.status, body=b"".join(reply.pieces))
+    async def _send_scripted(self, request: web.Request, reply: _Reply) -> web.StreamResponse:
+        """A scripted answer, sent so that what a proxy in between records of it does not
+        depend on timing. SDKs hang up early: on a streamed request's error they close the
+        response unread to retry it, and the OpenAI SDK closes a stream at ``data: [DONE]``.
+        So a plain answer goes in one write, headers and body together (as a server sends a
+        small JSON body), and a stream's last event goes with the chunked terminator."""
+        if not reply.streaming:
+            resp = web.Response(status=reply.status, body=b"".join(reply.pieces))
+            for name, value in reply.headers:
+                resp.headers.add(name, value)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        stream = web.StreamResponse(status=reply.status)
         for name, value in reply.headers:
-            resp.headers.add(name, value)
-        await resp.prepare(request)
-        await resp.write_eof()
-        return resp
+            stream.headers.add(name, value)
+        await stream.prepare(request)
+        *pieces, last = reply.pieces
+        for piece in pieces:
+            await stream.write(piece)
+            await asyncio.sleep(0)
+        await stream.write_eof(last)
+        return stream
 
     def _responses(self, req: dict[str, Any]) -> _Reply:
         """A Responses answer; like the API, a previous_response_id must name a stored one."""
