@@ -37,6 +37,7 @@ class Script:
         status: int = 200,
         error: str | None = None,
         stop: str | None = None,
+        outcome: str = "complete",
         output: int = 100,
         input_tokens: int | None = None,
         cost: float | None = 0.001,
@@ -48,7 +49,7 @@ class Script:
         self.turns.append({
             "exchange": exchange, "thread": thread, "kind": kind, "model": "m",
             "response_model": None, "started_at": started, "duration_ms": duration,
-            "status": status, "outcome": "complete", "stop_reason": stop, "error": error,
+            "status": status, "outcome": outcome, "stop_reason": stop, "error": error,
             "request_node": request or f"node{n}", "input_tokens": input_tokens or 1000 + 50 * n,
             "output_tokens": output, "cost_usd": cost,
         })  # fmt: skip
@@ -157,6 +158,13 @@ def test_turns_that_learn_nothing_new_and_a_run_cut_off() -> None:
     assert found["no_progress"][0].turns == (3, 4, 5, 6)
     assert found["truncated"][0].turns == (7,)
     assert "unfinished" not in found  # it answered, though cut short
+
+
+def test_an_agent_hanging_up_is_not_an_error() -> None:
+    s = Script()
+    for i in range(4):  # the SDK closed each stream at its last event
+        s.turn(at=T0 + i, outcome="client_disconnect", error="client closed the connection")
+    assert analyze(s.record()) == []
 
 
 def test_a_thread_ending_on_unanswered_calls_is_unfinished() -> None:

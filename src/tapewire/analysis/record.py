@@ -55,7 +55,11 @@ class TurnView:
 
     @property
     def failed(self) -> bool:
-        return self.error is not None or (self.status is not None and self.status >= 400)
+        """An error answer or a failed exchange. The agent hanging up is not a failure: SDKs
+        close a stream at its last event, sometimes before the upstream's end of body."""
+        if self.status is not None and self.status >= 400:
+            return True
+        return self.error is not None and self.outcome != "client_disconnect"
 
 
 @dataclass(frozen=True)
