@@ -11,6 +11,7 @@ from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
 from tapewire.cli.export import export
 from tapewire.cli.repair import rederive, verify
+from tapewire.cli.replay import replay
 from tapewire.cli.run import run
 from tapewire.cli.search import search
 from tapewire.cli.serve import serve
@@ -46,3 +47,4 @@ main.add_command(ui)
 main.add_command(demo)
 main.add_command(analyze)
 main.add_command(drift)
+main.add_command(replay)

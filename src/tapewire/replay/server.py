@@ -1,0 +1,217 @@
+"""The replay server: a stand-in for the providers that answers an agent's requests with a
+recorded session's responses, byte for byte, in the recorded chunks and (with recorded timing)
+at the recorded pace. It listens on loopback, on a thread with its own event loop.
+
+A request the recording does not hold gets a provider-shaped 400 error that says which turn it
+left the recording at and how it differs, unless `forward` names where to send it instead
+(`--on-miss passthrough`): then the real upstream answers, and the tapewire proxy in front of
+this server records the new branch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+
+import aiohttp
+from aiohttp import web
+
+from tapewire import query
+from tapewire.content_encoding import DecodeError, decode
+from tapewire.providers import api_for
+from tapewire.replay.match import Miss, Recorded, Recording
+from tapewire.service import new_loop
+from tapewire.store import Store
+
+log = logging.getLogger("tapewire.replay")
+
+# About the recorded connection, not the message: aiohttp frames the replay itself.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade", "content-length"})  # fmt: skip
+MAX_BODY = 256 * 1024 * 1024
+
+
+def load(store: Store, session: str) -> Recording:
+    """A session's exchanges, in timeline order, as the replay serves them."""
+    out = []
+    for turn in query.session_detail(store, session)["turns"]:
+        row = store.exchange(turn["exchange_id"])
+        if row is None or row.response_body is None or row.status is None:
+            continue
+        request = row.request_body or b""
+        with contextlib.suppress(DecodeError):  # else matched as stored
+            request = decode(request, row.request_encoding).data
+        t = row.timings
+        first, ended = t.get("first_byte"), t.get("request_end") or t.get("started")
+        out.append(Recorded(
+            exchange=row.id, turn=turn["index"], path=row.path, request=request,
+            status=row.status, headers=list(row.response_headers), body=row.response_body,
+            chunks=getattr(row, "response_chunks", None),
+            ttfb_ms=(first - ended) * 1000 if first is not None and ended is not None else None,
+        ))  # fmt: skip
+    return Recording(out)
+
+
+def pieces(recorded: Recorded) -> list[tuple[bytes, float]]:
+    """The body in its recorded chunks, each with its time after the first byte (ms). Without a
+    recorded map: server-sent events one by one, anything else whole."""
+    body = recorded.body
+    if recorded.chunks and sum(size for size, _ in recorded.chunks) == len(body):
+        out, at = [], 0
+        for size, ms in recorded.chunks:
+            out.append((body[at : at + size], ms))
+            at += size
+        return out
+    encoded = any(k.lower() == "content-encoding" for k, _ in recorded.headers)
+    if not encoded and b"\n\n" in body:
+        events = body.split(b"\n\n")
+        parts = [e + b"\n\n" for e in events[:-1]] + ([events[-1]] if events[-1] else [])
+        return [(p, 0.0) for p in parts]
+    return [(body, 0.0)]
+
+
+def miss_response(api: str | None, miss: Miss) -> web.Response:
+    """The miss, as the agent's provider would say a request was wrong."""
+    message = miss.explain()
+    if api == "anthropic.messages":
+        body: object = {"type": "error", "error": {"type": "invalid_request_error",
+                                                   "message": message}}  # fmt: skip
+    elif api and api.startswith("ollama"):
+        body = {"error": message}
+    else:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                          "code": "tapewire_replay_miss"}}  # fmt: skip
+    return web.json_response(body, status=400, headers={"x-should-retry": "false"})
+
+
+class ReplayServer:
+    """`with ReplayServer(recording) as server:` serves on `server.url` until the block ends.
+    `timing`: "fast" (as fast as the client reads) or "recorded" (the recorded time to first
+    byte and gaps between chunks). `forward`: where misses go, or None to refuse them."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        timing: str = "fast",
+        forward: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.recording = recording
+        self.timing = timing
+        self.forward = forward  # provider name -> upstream base URL
+        self.host, self.port = host, port
+        self.misses: list[Miss] = []
+        self.forwarded = 0
+        self._loop = new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tapewire-replay",
+                                        daemon=True)  # fmt: skip
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __enter__(self) -> ReplayServer:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        self._runner = runner
+        await web.TCPSite(runner, self.host, self.port).start()
+        self.port = int(runner.addresses[0][1])
+        if self.forward is not None:
+            self._http = aiohttp.ClientSession(auto_decompress=False)
+
+    async def _stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        path = request.path_qs
+        with contextlib.suppress(DecodeError):
+            body = decode(body, request.headers.get("content-encoding")).data
+        found = self.recording.answer(path, body)
+        if isinstance(found, Recorded):
+            return await self._send(request, found)
+        self.misses.append(found)
+        log.warning("replay miss: %s", found.explain().splitlines()[0])
+        if self.forward is not None:
+            return await self._pass_through(request, body)
+        return miss_response(api_for(request.method, path), found)
+
+    async def _send(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
+        paced = self.timing == "recorded"
+        if paced and recorded.ttfb_ms:
+            await asyncio.sleep(recorded.ttfb_ms / 1000)
+        response = web.StreamResponse(status=recorded.status)
+        for name, value in recorded.headers:
+            if name.lower() not in HOP_BY_HOP and value:  # credentials were never stored
+                response.headers.add(name, value)
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for chunk, at_ms in pieces(recorded):
+            if paced:
+                delay = start + at_ms / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await response.write(chunk)
+            await asyncio.sleep(0)  # each chunk leaves alone, as it arrived
+        await response.write_eof()
+        return response
+
+    async def _pass_through(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """A miss, sent on to the real upstream: the one of the provider this path speaks."""
+        assert self._http is not None and self.forward is not None
+        provider = _provider(request.method, request.path)
+        base = self.forward.get(provider or "", "")
+        if not base:
+            return web.json_response(
+                {"error": f"tapewire replay: no upstream to pass {provider} requests to"},
+                status=502,
+            )
+        self.forwarded += 1
+        headers = [(k, v) for k, v in request.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() != "host"]  # fmt: skip
+        async with self._http.request(
+            request.method, base.rstrip("/") + request.path_qs, headers=headers, data=body
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for k, v in upstream.headers.items():
+                if k.lower() not in HOP_BY_HOP:
+                    response.headers.add(k, v)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+def _provider(method: str, path: str) -> str | None:
+    api = api_for(method, path)
+    return api.split(".")[0] if api else None
