@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 
 import aiohttp
@@ -30,6 +31,7 @@ log = logging.getLogger("tapewire.replay")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length"})  # fmt: skip
 MAX_BODY = 256 * 1024 * 1024
+_SESSION_PREFIX = re.compile(r"^/s/[^/?]+(?=/)")
 
 
 def load(store: Store, session: str) -> Recording:
@@ -152,7 +154,8 @@ class ReplayServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        path = request.path_qs
+        # An agent set up for the proxy's `/s/<name>/` prefix is answered as the proxy would.
+        path = _SESSION_PREFIX.sub("", request.path_qs, count=1)
         with contextlib.suppress(DecodeError):
             body = decode(body, request.headers.get("content-encoding")).data
         found = self.recording.answer(path, body)
@@ -161,7 +164,7 @@ class ReplayServer:
         self.misses.append(found)
         log.warning("replay miss: %s", found.explain().splitlines()[0])
         if self.forward is not None:
-            return await self._pass_through(request, body)
+            return await self._pass_through(request, path, body)
         return miss_response(api_for(request.method, path), found)
 
     async def _send(self, request: web.Request, recorded: Recorded) -> web.StreamResponse:
@@ -185,10 +188,12 @@ class ReplayServer:
         await response.write_eof()
         return response
 
-    async def _pass_through(self, request: web.Request, body: bytes) -> web.StreamResponse:
+    async def _pass_through(
+        self, request: web.Request, path: str, body: bytes
+    ) -> web.StreamResponse:
         """A miss, sent on to the real upstream: the one of the provider this path speaks."""
         assert self._http is not None and self.forward is not None
-        provider = _provider(request.method, request.path)
+        provider = _provider(request.method, path)
         base = self.forward.get(provider or "", "")
         if not base:
             return web.json_response(
@@ -196,10 +201,11 @@ class ReplayServer:
                 status=502,
             )
         self.forwarded += 1
+        # The body goes on decoded: its content-encoding stays behind with the host.
         headers = [(k, v) for k, v in request.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() != "host"]  # fmt: skip
+                   if k.lower() not in HOP_BY_HOP | {"host", "content-encoding"}]  # fmt: skip
         async with self._http.request(
-            request.method, base.rstrip("/") + request.path_qs, headers=headers, data=body
+            request.method, base.rstrip("/") + path, headers=headers, data=body
         ) as upstream:
             response = web.StreamResponse(status=upstream.status)
             for k, v in upstream.headers.items():
