@@ -67,6 +67,15 @@ def normalize(body: Any) -> Any:
     return out
 
 
+SESSION_PREFIX = re.compile(r"^/s/[^/?]+(?=/)")
+
+
+def route_of(path: str) -> str:
+    """The provider path a request was for: less the proxy's `/s/<name>` prefix (kept with a
+    recorded exchange) and the query string."""
+    return SESSION_PREFIX.sub("", path, count=1).partition("?")[0].rstrip("/")
+
+
 def request_key(path: str, body: bytes) -> str:
     """The digest a request is matched by: its path and its normalised JSON (or its bytes,
     when it is not JSON)."""
@@ -74,8 +83,7 @@ def request_key(path: str, body: bytes) -> str:
         canonical = orjson.dumps(normalize(json.loads(body)), option=orjson.OPT_SORT_KEYS)
     except ValueError:
         canonical = body
-    route = path.partition("?")[0].rstrip("/")
-    return hashlib.sha256(route.encode() + b"\0" + canonical).hexdigest()
+    return hashlib.sha256(route_of(path).encode() + b"\0" + canonical).hexdigest()
 
 
 @dataclass
@@ -132,8 +140,8 @@ class Recording:
 
     def _miss(self, path: str, body: bytes) -> Miss:
         asked = _pretty(body)
-        route = path.partition("?")[0].rstrip("/")
-        same_route = [r for r in self.exchanges if r.path.partition("?")[0].rstrip("/") == route]
+        route = route_of(path)
+        same_route = [r for r in self.exchanges if route_of(r.path) == route]
         if not same_route:
             return Miss(path, None)
 

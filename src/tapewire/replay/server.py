@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 
 import aiohttp
@@ -21,7 +20,7 @@ from aiohttp import web
 from tapewire import query
 from tapewire.content_encoding import DecodeError, decode
 from tapewire.providers import api_for
-from tapewire.replay.match import Miss, Recorded, Recording
+from tapewire.replay.match import SESSION_PREFIX, Miss, Recorded, Recording
 from tapewire.service import new_loop
 from tapewire.store import Store
 
@@ -31,7 +30,6 @@ log = logging.getLogger("tapewire.replay")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length"})  # fmt: skip
 MAX_BODY = 256 * 1024 * 1024
-_SESSION_PREFIX = re.compile(r"^/s/[^/?]+(?=/)")
 
 
 def load(store: Store, session: str) -> Recording:
@@ -155,7 +153,7 @@ class ReplayServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         # An agent set up for the proxy's `/s/<name>/` prefix is answered as the proxy would.
-        path = _SESSION_PREFIX.sub("", request.path_qs, count=1)
+        path = SESSION_PREFIX.sub("", request.path_qs, count=1)
         with contextlib.suppress(DecodeError):
             body = decode(body, request.headers.get("content-encoding")).data
         found = self.recording.answer(path, body)
