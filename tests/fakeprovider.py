@@ -301,6 +301,35 @@ def _tool_to_call(req: dict[str, Any]) -> str | None:
     return _first_tool_name(req.get("tools"))
 
 
+# --------------------------------------------------------------------------- the model's answers
+
+# The default answer's text and arguments reach a stream in these pieces (tests count them).
+_KNOWN_PIECES = {TEXT: TEXT_PIECES, TOOL_ARGS: TOOL_ARG_PIECES}
+
+
+def _pieces(text: str, parts: int = 3, most: int = 4096) -> list[str]:
+    """`text` cut into about `parts` pieces (more when long), as a stream delivers it; the
+    default answer's text and arguments into TEXT_PIECES and TOOL_ARG_PIECES."""
+    known = _KNOWN_PIECES.get(text)
+    if known is not None:
+        return list(known)
+    if not text:
+        return []
+    size = min(most, max(1, -(-len(text) // parts)))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _default_reply(req: dict[str, Any]) -> Reply:
+    """The model's answer when no script speaks (see the module's docstring)."""
+    tool = _tool_to_call(req)
+    return Reply(
+        text=None if tool else TEXT,
+        tool_calls=[(tool, json.loads(TOOL_ARGS))] if tool else (),
+        input_tokens=INPUT_TOKENS,
+        output_tokens=OUTPUT_TOKENS,
+    )
+
+
 # --------------------------------------------------------------------------- Anthropic
 
 
@@ -316,229 +345,31 @@ def _sse_event(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {_dumps(data)}\n\n".encode()
 
 
-def _anthropic_reply(req: dict[str, Any]) -> _Reply:
-    model = req.get("model", "claude-fake")
-    tool = _tool_to_call(req)
-    stop_reason = "tool_use" if tool else "end_turn"
-    extra = [("request-id", "req_fake01"), ("anthropic-organization-id", "fake-org")]
-    if not req.get("stream"):
-        block: dict[str, Any] = (
-            {"type": "tool_use", "id": "toolu_fake1", "name": tool, "input": {"city": "Paris"}}
-            if tool
-            else {"type": "text", "text": TEXT}
-        )
-        message = {
-            "id": "msg_fake01",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [block],
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
-        }
-        return _json_reply(200, message, extra)
-
-    start = {
-        "id": "msg_fake01",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1},
-    }
-    events = [_sse_event("message_start", {"type": "message_start", "message": start})]
-    if tool:
-        first: dict[str, Any] = {"type": "tool_use", "id": "toolu_fake1", "name": tool, "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *TOOL_ARG_PIECES]]
-    else:
-        first = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": p} for p in TEXT_PIECES]
-    events.append(
-        _sse_event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": first},
-        )
-    )
-    events.append(_sse_event("ping", {"type": "ping"}))
-    events.extend(
-        _sse_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
-        for d in deltas
-    )
-    events.append(_sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    events.append(
-        _sse_event(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": OUTPUT_TOKENS},
-            },
-        )
-    )
-    events.append(_sse_event("message_stop", {"type": "message_stop"}))
-    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
-    return _Reply(200, headers, events, streaming=True)
-
-
-# --------------------------------------------------------------------------- OpenAI
-
-
-def _openai_error(status: int, message: str, kind: str = "server_error") -> _Reply:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return _json_reply(status, body, [("x-request-id", "req_fake01")])
-
-
-def _openai_reply(req: dict[str, Any]) -> _Reply:
-    model = req.get("model", "gpt-fake")
-    tool = _tool_to_call(req)
-    finish = "tool_calls" if tool else "stop"
-    usage = {
-        "prompt_tokens": INPUT_TOKENS,
-        "completion_tokens": OUTPUT_TOKENS,
-        "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS,
-    }
-    extra = [("x-request-id", "req_fake01"), ("openai-processing-ms", "1")]
-    base = {"id": "chatcmpl-fake01", "created": CREATED, "model": model}
-    if not req.get("stream"):
-        message: dict[str, Any] = {"role": "assistant", "content": TEXT, "refusal": None}
-        if tool:
-            message["content"] = None
-            message["tool_calls"] = [
-                {
-                    "id": "call_fake1",
-                    "type": "function",
-                    "function": {"name": tool, "arguments": TOOL_ARGS},
-                }
-            ]
-        completion = {
-            **base,
-            "object": "chat.completion",
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            ],
-            "usage": usage,
-            "system_fingerprint": "fp_fake",
-        }
-        return _json_reply(200, completion, extra)
-
-    options = req.get("stream_options")
-    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        obj: dict[str, Any] = {
-            **base,
-            "object": "chat.completion.chunk",
-            "system_fingerprint": "fp_fake",
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ],
-        }
-        if include_usage:
-            obj["usage"] = None
-        return f"data: {_dumps(obj)}\n\n".encode()
-
-    if tool:
-        call = {
-            "index": 0,
-            "id": "call_fake1",
-            "type": "function",
-            "function": {"name": tool, "arguments": ""},
-        }
-        events = [chunk({"role": "assistant", "content": None, "tool_calls": [call]})]
-        events.extend(
-            chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-            for p in TOOL_ARG_PIECES
-        )
-    else:
-        events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        events.extend(chunk({"content": p}) for p in TEXT_PIECES)
-    events.append(chunk({}, finish))
-    if include_usage:
-        tail = {
-            **base,
-            "object": "chat.completion.chunk",
-            "system_fingerprint": "fp_fake",
-            "choices": [],
-            "usage": usage,
-        }
-        events.append(f"data: {_dumps(tail)}\n\n".encode())
-    events.append(b"data: [DONE]\n\n")
-    headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
-    return _Reply(200, headers, events, streaming=True)
-
-
-# --------------------------------------------------------------------------- scripted answers
-
-_ANTHROPIC_ERRORS = {
-    400: ("invalid_request_error", "Invalid request."),
-    401: ("authentication_error", "invalid x-api-key"),
-    403: ("permission_error", "Your API key does not have permission to use this resource."),
-    404: ("not_found_error", "Not found."),
-    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
-    529: ("overloaded_error", "Overloaded"),
-}
-_OPENAI_ERRORS = {
-    400: ("invalid_request_error", None, "Invalid request."),
-    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
-    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
-    503: ("server_error", None, "The server is overloaded or not ready yet."),
-}
-# Retry at once: the SDKs back off exponentially on ``retry-after: 0`` (they only honour a
-# positive delay) but take ``retry-after-ms`` first.
-_RETRY_NOW = [("retry-after", "0"), ("retry-after-ms", "1")]
-
-
-def _pieces(text: str, parts: int = 3, most: int = 4096) -> list[str]:
-    """`text` cut into about `parts` pieces (more when long), as a stream delivers it."""
-    if not text:
-        return []
-    size = min(most, max(1, -(-len(text) // parts)))
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def _scripted_error(anthropic: bool, status: int, message: str | None = None) -> _Reply:
-    if anthropic:
-        kind, default = _ANTHROPIC_ERRORS.get(
-            status, ("api_error" if status >= 500 else "invalid_request_error", "Internal error")
-        )
-        body: dict[str, Any] = {
-            "type": "error",
-            "error": {"type": kind, "message": message or default},
-        }
-        headers = [("request-id", f"req_fake{status}")]
-    else:
-        kind, code, default = _OPENAI_ERRORS.get(
-            status,
-            ("server_error", None, "The server had an error while processing your request.")
-            if status >= 500
-            else ("invalid_request_error", None, "Invalid request."),
-        )
-        body = {"error": {"message": message or default, "type": kind, "param": None,
-                          "code": code}}  # fmt: skip
-        headers = [("x-request-id", f"req_fake{status}")]
-    return _json_reply(status, body, headers + _RETRY_NOW)
-
-
-def _scripted_anthropic(
-    req: dict[str, Any], reply: Reply, ids: list[str], message_id: str
+def _anthropic_answer(
+    req: dict[str, Any],
+    reply: Reply,
+    *,
+    message_id: str = "msg_fake01",
+    call_ids: Sequence[str] | None = None,
+    request_id: str = "req_fake01",
+    cache_usage: bool = False,
 ) -> _Reply:
+    """`reply` as a Messages answer, streamed when `req` asks for it. `call_ids` name its
+    tool calls; `cache_usage` adds the cache token counts to the usage. The ids default to
+    the default answer's (its one tool call is ``toolu_fake1``)."""
+    if call_ids is None:
+        call_ids = ["toolu_fake1"] * len(reply.tool_calls)
     stop = reply.stop or ("tool_use" if reply.tool_calls else "end_turn")
     blocks: list[dict[str, Any]] = []
     if reply.text is not None:
         blocks.append({"type": "text", "text": reply.text})
-    for call_id, (name, args) in zip(ids, reply.tool_calls, strict=True):
+    for call_id, (name, args) in zip(call_ids, reply.tool_calls, strict=True):
         blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": args})
-    usage = {
-        "input_tokens": reply.input_tokens - reply.cache_read_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": reply.cache_read_tokens,
-        "output_tokens": reply.output_tokens,
-    }
+    usage = {"input_tokens": reply.input_tokens - reply.cache_read_tokens}
+    if cache_usage:
+        usage["cache_creation_input_tokens"] = 0
+        usage["cache_read_input_tokens"] = reply.cache_read_tokens
+    usage["output_tokens"] = reply.output_tokens
     message = {
         "id": message_id,
         "type": "message",
@@ -549,7 +380,7 @@ def _scripted_anthropic(
         "stop_sequence": None,
         "usage": usage,
     }
-    extra = [("request-id", f"req_{message_id}"), ("anthropic-organization-id", "fake-org")]
+    extra = [("request-id", request_id), ("anthropic-organization-id", "fake-org")]
     if not req.get("stream"):
         return _json_reply(200, message, extra)
 
@@ -597,27 +428,50 @@ def _scripted_anthropic(
     return _Reply(200, headers, events, streaming=True)
 
 
-def _scripted_openai(
-    req: dict[str, Any], reply: Reply, ids: list[str], completion_id: str
+# --------------------------------------------------------------------------- OpenAI
+
+
+def _openai_error(status: int, message: str, kind: str = "server_error") -> _Reply:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return _json_reply(status, body, [("x-request-id", "req_fake01")])
+
+
+def _chat_answer(
+    req: dict[str, Any],
+    reply: Reply,
+    *,
+    completion_id: str = "chatcmpl-fake01",
+    call_ids: Sequence[str] | None = None,
+    request_id: str = "req_fake01",
+    usage_details: bool = False,
 ) -> _Reply:
+    """`reply` as a Chat Completions answer, streamed when `req` asks for it. `call_ids` name
+    its tool calls; `usage_details` adds the prompt and completion token details. The ids
+    default to the default answer's (its one tool call is ``call_fake1``)."""
+    if call_ids is None:
+        call_ids = ["call_fake1"] * len(reply.tool_calls)
     finish = reply.stop or ("tool_calls" if reply.tool_calls else "stop")
     calls: list[dict[str, Any]] = [
         {"id": call_id, "type": "function", "function": {"name": name, "arguments": _dumps(args)}}
-        for call_id, (name, args) in zip(ids, reply.tool_calls, strict=True)
+        for call_id, (name, args) in zip(call_ids, reply.tool_calls, strict=True)
     ]
-    usage = {
+    usage: dict[str, Any] = {
         "prompt_tokens": reply.input_tokens,
         "completion_tokens": reply.output_tokens,
         "total_tokens": reply.input_tokens + reply.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {
+    }
+    if usage_details:
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": reply.cache_read_tokens,
+            "audio_tokens": 0,
+        }
+        usage["completion_tokens_details"] = {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
-        },
-    }
-    extra = [("x-request-id", f"req_{completion_id}"), ("openai-processing-ms", "1")]
+        }
+    extra = [("x-request-id", request_id), ("openai-processing-ms", "1")]
     base = {"id": completion_id, "created": CREATED, "model": req.get("model", "gpt-fake")}
     if not req.get("stream"):
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
@@ -650,16 +504,25 @@ def _scripted_openai(
             obj["usage"] = None
         return f"data: {_dumps(obj)}\n\n".encode()
 
-    content = None if reply.text is None else ""
-    events = [chunk({"role": "assistant", "content": content, "refusal": None})]
+    heads = [
+        {"index": i, **call, "function": {**call["function"], "arguments": ""}}
+        for i, call in enumerate(calls)
+    ]
+    # As the API does, an answer without text opens with its first tool call.
+    merged = reply.text is None and bool(calls)
+    opening: dict[str, Any] = {"role": "assistant", "content": None if reply.text is None else ""}
+    if merged:
+        opening["tool_calls"] = heads[:1]
+    else:
+        opening["refusal"] = None
+    events = [chunk(opening)]
     events.extend(chunk({"content": p}) for p in _pieces(reply.text or ""))
-    for index, call in enumerate(calls):
-        function = call["function"]
-        head = {**call, "index": index, "function": {"name": function["name"], "arguments": ""}}
-        events.append(chunk({"tool_calls": [head]}))
+    for index, (call, head) in enumerate(zip(calls, heads, strict=True)):
+        if index or not merged:
+            events.append(chunk({"tool_calls": [head]}))
         events.extend(
             chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
-            for p in _pieces(function["arguments"])
+            for p in _pieces(call["function"]["arguments"])
         )
     events.append(chunk({}, finish))
     if include_usage:
@@ -674,6 +537,52 @@ def _scripted_openai(
     events.append(b"data: [DONE]\n\n")
     headers = [("Content-Type", SSE_TYPE), ("Cache-Control", "no-cache"), *extra]
     return _Reply(200, headers, events, streaming=True)
+
+
+# --------------------------------------------------------------------------- scripted answers
+
+_ANTHROPIC_ERRORS = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    404: ("not_found_error", "Not found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
+    529: ("overloaded_error", "Overloaded"),
+}
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    503: ("server_error", None, "The server is overloaded or not ready yet."),
+}
+# Retry at once: the SDKs back off exponentially on ``retry-after: 0`` (they only honour a
+# positive delay) but take ``retry-after-ms`` first.
+_RETRY_NOW = [("retry-after", "0"), ("retry-after-ms", "1")]
+
+
+def _scripted_error(anthropic: bool, status: int, message: str | None = None) -> _Reply:
+    if anthropic:
+        kind, default = _ANTHROPIC_ERRORS.get(
+            status, ("api_error" if status >= 500 else "invalid_request_error", "Internal error")
+        )
+        body: dict[str, Any] = {
+            "type": "error",
+            "error": {"type": kind, "message": message or default},
+        }
+        headers = [("request-id", f"req_fake{status}")]
+    else:
+        kind, code, default = _OPENAI_ERRORS.get(
+            status,
+            ("server_error", None, "The server had an error while processing your request.")
+            if status >= 500
+            else ("invalid_request_error", None, "Invalid request."),
+        )
+        body = {"error": {"message": message or default, "type": kind, "param": None,
+                          "code": code}}  # fmt: skip
+        headers = [("x-request-id", f"req_fake{status}")]
+    return _json_reply(status, body, headers + _RETRY_NOW)
 
 
 # --------------------------------------------------------------------------- OpenAI Responses
@@ -1092,11 +1001,11 @@ class FakeProvider:
         if path == "/v1/messages":
             if req is None:
                 return _anthropic_error(400, "invalid_request_error", "body is not a JSON object")
-            return _anthropic_reply(req)
+            return _anthropic_answer(req, _default_reply(req))
         if path == "/v1/chat/completions":
             if req is None:
                 return _openai_error(400, "body is not a JSON object", "invalid_request_error")
-            return _openai_reply(req)
+            return _chat_answer(req, _default_reply(req))
         if path == "/v1/responses":
             if req is None:
                 return _openai_error(400, "body is not a JSON object", "invalid_request_error")
@@ -1143,9 +1052,25 @@ class FakeProvider:
         prefix = "toolu" if anthropic else "call"
         ids = [f"{prefix}_{name}_{first + i}" for i in range(len(scripted.tool_calls))]
         if anthropic:
-            reply = _scripted_anthropic(req, scripted, ids, f"msg_{name}_{answered}")
+            message_id = f"msg_{name}_{answered}"
+            reply = _anthropic_answer(
+                req,
+                scripted,
+                message_id=message_id,
+                call_ids=ids,
+                request_id=f"req_{message_id}",
+                cache_usage=True,
+            )
         else:
-            reply = _scripted_openai(req, scripted, ids, f"chatcmpl-{name}-{answered}")
+            completion_id = f"chatcmpl-{name}-{answered}"
+            reply = _chat_answer(
+                req,
+                scripted,
+                completion_id=completion_id,
+                call_ids=ids,
+                request_id=f"req_{completion_id}",
+                usage_details=True,
+            )
         return await self._send_scripted(request, reply)
 
     async def _send_scripted(self, request: web.Request, reply: _Reply) -> web.StreamResponse:
