@@ -66,6 +66,21 @@ class Evidence:
 
 
 @dataclass
+class ChunkMap:
+    """How a response body arrived: its i-th read from the upstream held `sizes[i]` bytes and
+    arrived `ms[i]` milliseconds after the first byte (so `ms[0] == 0.0`; a monotonic clock,
+    rounded to 0.1 ms). `sum(sizes)` is the response's size on the wire. Past the capture's cap
+    (`capture.recorder.CHUNK_CAP` reads) the rest is merged into the last entry, which keeps
+    its own arrival time."""
+
+    sizes: list[int]
+    ms: list[float]
+
+    def pairs(self) -> list[tuple[int, float]]:
+        return list(zip(self.sizes, self.ms, strict=True))
+
+
+@dataclass
 class Exchange:
     """One request and its response exactly as they crossed the wire."""
 
@@ -92,6 +107,7 @@ class Exchange:
     upstream_headers_at: float | None = None
     first_byte_at: float | None = None
     last_byte_at: float | None = None
+    response_chunks: ChunkMap | None = None  # where the response's reads broke, and when
     outcome: Outcome = Outcome.IN_FLIGHT
     error: str | None = None
     request_sha256: str | None = None  # of the body as it crossed the wire (set at ingest)
@@ -134,6 +150,7 @@ class ExchangeEnd:
     response_encoding: str | None = None  # what the stored body is encoded in, when not as sent
     response_sha256: str | None = None
     redactions: int = 0
+    response_chunks: ChunkMap | None = None  # None: not recorded (older journal) or dropped
 
 
 @dataclass

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from time import perf_counter
 
 import aiohttp
 from aiohttp import web
@@ -165,15 +166,17 @@ class Proxy:
         for k, v in forwardable(response_headers):
             out.headers.add(k, v)
         length = upstream.content_length
-        body = state.response
+        body, pacing = state.response, state.pacing
         try:
             await out.prepare(request)
             async for chunk in upstream.content.iter_any():
+                at = perf_counter()  # its arrival, before the write can wait on the agent
                 if ex.first_byte_at is None:
                     ex.first_byte_at = time.time()
                 if length is not None and body.size + len(chunk) >= length:
                     # The agent's last byte: journal the exchange before it is sent.
                     body.add(chunk)
+                    pacing.add(len(chunk), at)
                     ex.last_byte_at = time.time()
                     state.finish(Outcome.COMPLETE)
                     await out.write(chunk)
@@ -182,6 +185,7 @@ class Proxy:
                         await out.write(chunk)
                     finally:
                         body.add(chunk)
+                        pacing.add(len(chunk), at)
         except aiohttp.ClientPayloadError as e:
             state.finish(Outcome.UPSTREAM_RESET, f"upstream cut the response short: {e}")
             upstream.close()
@@ -205,6 +209,8 @@ class Proxy:
                 tail = b""
             if upstream.content.at_eof() and not state.done:
                 body.add(tail)
+                if tail:
+                    pacing.add(len(tail), perf_counter())
                 ex.last_byte_at = time.time()
                 state.finish(Outcome.COMPLETE)
             upstream.close()
@@ -234,6 +240,7 @@ class Proxy:
         ex.upstream_headers_at = ex.first_byte_at = ex.last_byte_at = time.time()
         ex.response_headers = [("Content-Type", "application/json"), ("X-Tapewire-Error", "1")]
         state.response.add(body)
+        state.pacing.add(len(body), perf_counter())
         state.finish(outcome, message)
         resp = web.Response(status=status, body=body, content_type="application/json")
         resp.headers["X-Tapewire-Error"] = "1"

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections import Counter
 from typing import Any
 
 from tapewire.journal.records import begin_record, drops_record, end_record
 from tapewire.journal.writer import JournalWriter
-from tapewire.model import Exchange, Outcome
+from tapewire.model import ChunkMap, Exchange, Outcome
 
 log = logging.getLogger("tapewire.capture")
 
 EXCHANGE_CAP = 64 * 1024 * 1024
 INFLIGHT_CAP = 512 * 1024 * 1024
+# Entries in a response's chunk map. Each costs 16 bytes in flight (two C arrays) and about
+# 14 in the journal's JSON, so one response holds at most 1 MiB of map (and 2.7 ms to journal
+# it) however it arrives: an upstream dribbling a 64 MiB body a byte per read would otherwise
+# need 1 GiB. Real streams stay far below it (a long Claude turn is a few thousand reads).
+CHUNK_CAP = 65_536
 
 
 class Tee:
@@ -55,6 +61,33 @@ class Tee:
         self._recorder.inflight_bytes -= self.kept
         self.chunks, self.kept = [], 0
         return body
+
+
+class Pacing:
+    """Where a response's reads from the upstream broke and when each arrived (for a replay
+    to serve the same chunking and pacing). On the hot path: two appends to C arrays per
+    chunk; the arrival time is kept relative to the first chunk, in ms rounded to 0.1."""
+
+    __slots__ = ("ms", "sizes", "t0")
+
+    def __init__(self) -> None:
+        self.sizes = array("q")
+        self.ms = array("d")
+        self.t0 = 0.0
+
+    def add(self, n: int, at: float) -> None:
+        """A chunk of n bytes arrived at `at` (time.perf_counter())."""
+        sizes = self.sizes
+        if len(sizes) < CHUNK_CAP:
+            if not sizes:
+                self.t0 = at
+            sizes.append(n)
+            self.ms.append(round((at - self.t0) * 1000.0, 1))
+        else:  # past the cap: the last entry takes the rest, so the sizes still sum up
+            sizes[-1] += n
+
+    def map(self) -> ChunkMap:
+        return ChunkMap(self.sizes.tolist(), self.ms.tolist())
 
 
 class Recorder:
@@ -130,13 +163,14 @@ class Recorder:
 class Flight:
     """One exchange on its way: its two tees and the begin/end records, each written once."""
 
-    __slots__ = ("begun", "done", "ex", "recorder", "request", "response")
+    __slots__ = ("begun", "done", "ex", "pacing", "recorder", "request", "response")
 
     def __init__(self, recorder: Recorder, ex: Exchange) -> None:
         self.recorder = recorder
         self.ex = ex
         self.request = Tee(recorder)
         self.response = Tee(recorder)
+        self.pacing = Pacing()  # the response's chunks, as they arrived
         self.begun = False
         self.done = False
 
@@ -165,4 +199,5 @@ class Flight:
         ex.response_size = self.response.size
         ex.response_truncated = self.response.truncated
         ex.response_body = self.response.take()
+        ex.response_chunks = self.pacing.map()
         self.recorder._end(ex)

@@ -240,6 +240,12 @@ class Ingester:
             end.response_body, header_value(end.response_headers, "content-encoding")
         )
         if count:
+            if decoded or len(body) != len(end.response_body):
+                # The chunk map partitions the bytes as they crossed the wire: once the stored
+                # body is shorter, longer or decoded, its offsets no longer fall on the same
+                # bytes, so it goes rather than mislead a replay. A same-length redaction keeps
+                # every offset, and the map with it.
+                end.response_chunks = None
             end.response_body, end.redactions = body, count
             if decoded:
                 end.response_encoding = "identity"

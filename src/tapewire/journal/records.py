@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tapewire.journal.format import Record
-from tapewire.model import Evidence, Exchange, ExchangeEnd, Outcome, RunContext
+from tapewire.model import ChunkMap, Evidence, Exchange, ExchangeEnd, Outcome, RunContext
 
 
 def begin_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
@@ -33,7 +33,7 @@ def begin_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
 
 
 def end_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
-    meta = {
+    meta: dict[str, Any] = {
         "kind": "end",
         "id": ex.id,
         "status": ex.status,
@@ -46,6 +46,11 @@ def end_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
         "outcome": str(ex.outcome),
         "error": ex.error,
     }
+    if ex.response_chunks is not None:
+        # Two flat lists, not pairs: two bytes an entry less. Records written before this field
+        # existed have neither key, and read back with no map.
+        meta["chunk_sizes"] = ex.response_chunks.sizes
+        meta["chunk_ms"] = ex.response_chunks.ms
     return meta, [ex.response_body]
 
 
@@ -100,7 +105,15 @@ def to_end(rec: Record) -> ExchangeEnd:
         last_byte_at=m["last_byte_at"],
         outcome=Outcome(m["outcome"]),
         error=m["error"],
+        response_chunks=_chunks(m),
     )
+
+
+def _chunks(m: dict[str, Any]) -> ChunkMap | None:
+    sizes, ms = m.get("chunk_sizes"), m.get("chunk_ms")
+    if not isinstance(sizes, list) or not isinstance(ms, list) or len(sizes) != len(ms):
+        return None
+    return ChunkMap(sizes, ms)
 
 
 def to_context(rec: Record) -> RunContext:

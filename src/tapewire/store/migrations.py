@@ -194,6 +194,16 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0004_response_chunks",
+        # How the response arrived, read by read, for replay: JSON {"sizes": [...], "ms": [...]}
+        # as text, zstd-compressed (a blob) when long. NULL: captured before this column, or
+        # dropped because redaction changed the body's length. Adding a nullable column
+        # rewrites nothing, however large the table.
+        """
+        ALTER TABLE exchanges ADD COLUMN response_chunks BLOB;
+        """,
+    ),
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.

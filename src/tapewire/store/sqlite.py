@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from tapewire.model import Exchange, ExchangeEnd, Headers, Outcome, header_value
+from tapewire.model import ChunkMap, Exchange, ExchangeEnd, Headers, Outcome, header_value
 from tapewire.store import Batch, ExchangeRow, SearchSyntaxError
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
 from tapewire.store.derived import Derived
@@ -33,7 +33,8 @@ SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITY_NAMES)}
 _END_SQL = (
     "UPDATE exchanges SET status=?, response_headers=?, response_blob=?, response_encoding=?,"
     " response_size=?, response_truncated=?, response_sha256=?, upstream_headers_at=?,"
-    " first_byte_at=?, last_byte_at=?, outcome=?, error=?, response_redactions=? WHERE id = ?"
+    " first_byte_at=?, last_byte_at=?, outcome=?, error=?, response_redactions=?,"
+    " response_chunks=? WHERE id = ?"
 )
 
 
@@ -84,6 +85,29 @@ def unpack(data: bytes | str, unzstd: zstandard.ZstdDecompressor | None = None) 
     return orjson.loads(data)
 
 
+def _pack_chunks(chunks: ChunkMap | None, zstd: zstandard.ZstdCompressor) -> str | bytes | None:
+    """A response's chunk map for its column: JSON text, readable by any SQLite tool, unless
+    over 512 bytes (some 45 reads), when zstd takes it to about half: the column sits in
+    the exchanges row itself, which every listing reads."""
+    if chunks is None:
+        return None
+    raw = orjson.dumps({"sizes": chunks.sizes, "ms": chunks.ms})
+    if len(raw) > _PACK_OVER:
+        packed = zstd.compress(raw)
+        if len(packed) < len(raw):
+            return packed
+    return raw.decode()
+
+
+def _unpack_chunks(
+    data: str | bytes | None, unzstd: zstandard.ZstdDecompressor
+) -> list[tuple[int, float]] | None:
+    if data is None:
+        return None
+    value = unpack(data, unzstd)
+    return list(zip(value["sizes"], value["ms"], strict=True))
+
+
 def _encoding(headers: Headers) -> str | None:
     value = header_value(headers, "content-encoding")
     return value.strip().lower() if value else None
@@ -95,6 +119,8 @@ class SQLiteStore:
         self._recent: OrderedDict[str, list[tuple[str, bytes, int]]] = OrderedDict()
         self._read_cache: OrderedDict[str, bytes] = OrderedDict()
         self._unzstd = zstandard.ZstdDecompressor()  # a store serves one thread
+        self._zstd = zstandard.ZstdCompressor(level=6)
+        self._columns: str | None = None
         self._in_batch = False
         self._tables: set[str] = set()
         if readonly:
@@ -193,6 +219,7 @@ class SQLiteStore:
             str(end.outcome),
             end.error,
             end.redactions,
+            _pack_chunks(end.response_chunks, self._zstd),
         )
         if not self.conn.execute(_END_SQL, (*args, end.id)).rowcount:
             # Its begin record was lost (the journal write failed): keep what we have.
@@ -567,8 +594,20 @@ class SQLiteStore:
         " response_headers, request_size, response_size, request_truncated, response_truncated,"
         " redactions + response_redactions, request_end_at, upstream_headers_at, first_byte_at,"
         " last_byte_at,"
-        " request_blob, response_blob, request_sha256, request_encoding, response_encoding"
+        " request_blob, response_blob, request_sha256, request_encoding, response_encoding,"
+        " response_chunks"
     )
+
+    def _exchange_columns(self) -> str:
+        """A read-only store does not migrate: one written before 0004 has no chunk maps."""
+        if self._columns is None:
+            names = {r[1] for r in self.conn.execute("PRAGMA table_info(exchanges)")}
+            self._columns = (
+                self._COLUMNS
+                if "response_chunks" in names
+                else self._COLUMNS.replace("response_chunks", "NULL")
+            )
+        return self._columns
 
     def _row(self, r: tuple[Any, ...], with_bodies: bool) -> ExchangeRow:
         evidence_names = (
@@ -608,6 +647,7 @@ class SQLiteStore:
             request_sha256=r[28],
             request_encoding=r[29],
             response_encoding=r[30],
+            response_chunks=_unpack_chunks(r[31], self._unzstd),
         )
         if with_bodies:
             row.request_body = self.read_blob(r[26]) if r[26] else b""
@@ -616,14 +656,14 @@ class SQLiteStore:
 
     def exchanges(self, limit: int = 50, with_bodies: bool = False) -> list[ExchangeRow]:
         rows = self.conn.execute(
-            f"SELECT {self._COLUMNS} FROM exchanges ORDER BY started_at DESC, id DESC LIMIT ?",
+            f"SELECT {self._exchange_columns()} FROM exchanges ORDER BY started_at DESC, id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [self._row(r, with_bodies) for r in rows]
 
     def exchange(self, exchange_id: str) -> ExchangeRow | None:
         r = self.conn.execute(
-            f"SELECT {self._COLUMNS} FROM exchanges WHERE id = ?", (exchange_id,)
+            f"SELECT {self._exchange_columns()} FROM exchanges WHERE id = ?", (exchange_id,)
         ).fetchone()
         return self._row(r, True) if r else None
 
@@ -953,6 +993,38 @@ class SQLiteStore:
             "SELECT context FROM run_contexts WHERE session = ?", (session,)
         ).fetchone()
         return json.loads(r[0]) if r else None
+
+    def fork_links(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Of the sessions named `names`, those `tapewire fork` made: {name: {forked_from,
+        fork_turn, fork_node}}, from their run contexts."""
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            for name, parent, turn, node in self.conn.execute(
+                "SELECT session, json_extract(context, '$.forked_from'),"
+                " json_extract(context, '$.fork_turn'), json_extract(context, '$.fork_node')"
+                f" FROM run_contexts WHERE session IN ({','.join('?' * len(chunk))})"
+                " AND json_extract(context, '$.forked_from') IS NOT NULL",
+                chunk,
+            ):
+                out[name] = {"forked_from": parent, "fork_turn": turn, "fork_node": node}
+        return out
+
+    def forks_of(self, session: str) -> list[dict[str, Any]]:
+        """The sessions `tapewire fork` made from `session`, oldest first: id, name,
+        fork_turn, fork_node, started_at."""
+        names = ("id", "name", "fork_turn", "fork_node", "started_at")
+        return [
+            dict(zip(names, r, strict=True))
+            for r in self.conn.execute(
+                "SELECT s.id, s.name, json_extract(r.context, '$.fork_turn'),"
+                " json_extract(r.context, '$.fork_node'), s.started_at"
+                " FROM run_contexts r JOIN sessions s ON s.name = r.session"
+                " WHERE json_extract(r.context, '$.forked_from') = ?"
+                " ORDER BY s.started_at, s.id",
+                (session,),
+            )
+        ]
 
     def size_bytes(self) -> int:
         total = 0
