@@ -6,6 +6,7 @@ is recorded and `diff` shows the split."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -192,3 +194,37 @@ def test_replay_runs_a_command_against_the_recording(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "served 1 of 4 recorded exchanges" in result.output
+
+
+async def _arrival_gaps(url: str, r: Recorded) -> list[float]:
+    loop = asyncio.get_running_loop()
+    times = []
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.post(url + r.path, data=r.request) as resp:
+            async for _ in resp.content.iter_any():
+                times.append(loop.time() * 1000)
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_recorded_timing_keeps_the_recorded_gaps(fake: FakeProvider, tmp_path: Path) -> None:
+    """A stream whose events arrived 50 ms apart is replayed 50 ms apart with
+    `--timing recorded`, and at once with `--timing fast`."""
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True,
+                       "messages": [{"role": "user", "content": "pace me"}]}).encode()  # fmt: skip
+    headers = {"x-fake-scenario": "paced", "x-fake-events": "5", "x-fake-delay-ms": "50",
+               "content-type": "application/json"}  # fmt: skip
+    with ServiceThread(settings_for(fake, tmp_path)) as service:
+        httpx.post(f"{service.url}/s/paced/v1/chat/completions", content=body, headers=headers)
+        store = stored(service)
+    try:
+        rec = load(store, query.resolve_session(store, "paced"))
+    finally:
+        store.close()
+    (recorded,) = rec.exchanges
+    assert recorded.chunks is not None and len(recorded.chunks) == 5
+    with ReplayServer(rec, timing="recorded") as server:
+        gaps = asyncio.run(_arrival_gaps(server.url, recorded))
+    assert len(gaps) == 4 and all(abs(g - 50) < 15 for g in gaps), gaps
+    with ReplayServer(rec, timing="fast") as server:
+        gaps = asyncio.run(_arrival_gaps(server.url, recorded))
+    assert sum(gaps) < 40, gaps

@@ -47,7 +47,7 @@ def load(store: Store, session: str) -> Recording:
         out.append(Recorded(
             exchange=row.id, turn=turn["index"], path=row.path, request=request,
             status=row.status, headers=list(row.response_headers), body=row.response_body,
-            chunks=getattr(row, "response_chunks", None),
+            chunks=row.response_chunks,
             ttfb_ms=(first - ended) * 1000 if first is not None and ended is not None else None,
         ))  # fmt: skip
     return Recording(out)
