@@ -35,6 +35,8 @@ __all__ = [
     "drift",
     "export_records",
     "findings",
+    "fork_alignment",
+    "forks",
     "lanes",
     "parse_time",
     "raw_exchange",
@@ -97,6 +99,7 @@ def sessions(
     )
     for row in rows:
         _finish(store, row)
+    _fork_links(store, rows)
     return rows
 
 
@@ -104,6 +107,34 @@ def _finish(store: Store, row: dict[str, Any]) -> None:
     if not row["title"]:
         row["title"] = _first_prompt(store, row["id"])
     _finish_duration(row)
+
+
+def _fork_links(store: Store, rows: list[dict[str, Any]]) -> None:
+    """`forked_from` (the parent session's id), `fork_turn` (the parent's turn, 1-based as
+    `session_detail` numbers them) and `fork_node` (that turn's request node) on each row: null
+    unless `tapewire fork` made the session (its run context says so)."""
+    links = store.fork_links(sorted({r["name"] for r in rows if r["name"]}))
+    for row in rows:
+        link = _fork_link(links.get(row["name"]) if row["name"] else None)
+        row["forked_from"] = link["forked_from"] if link else None
+        row["fork_turn"] = link["fork_turn"] if link else None
+        row["fork_node"] = link["fork_node"] if link else None
+
+
+def _fork_link(link: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run context's fork link as its types say (anyone who reaches the proxy can post a
+    run context: what is not a string or a number here is no link)."""
+    if link is None or not isinstance(link.get("forked_from"), str):
+        return None
+    return {**link, **_fork_point(link)}
+
+
+def _fork_point(link: dict[str, Any]) -> dict[str, Any]:
+    turn, node = link.get("fork_turn"), link.get("fork_node")
+    return {
+        "fork_turn": turn if isinstance(turn, int) and not isinstance(turn, bool) else None,
+        "fork_node": node if isinstance(node, str) else None,
+    }
 
 
 def _first_prompt(store: Store, session: str) -> str | None:
@@ -142,7 +173,15 @@ def session_summary(store: Store, session: str) -> dict[str, Any]:
     if not summary:
         raise SessionNotFound(f"no session {session!r}")
     _finish(store, summary[0])
+    _fork_links(store, summary)
+    summary[0]["forks"] = forks(store, session)
     return {"session": summary[0], "threads": store.thread_rows(session)}
+
+
+def forks(store: Store, session: str) -> list[dict[str, Any]]:
+    """The sessions `tapewire fork` branched off `session`, oldest first: `id`, `name`,
+    `fork_turn`, `fork_node`, `started_at`."""
+    return [{**f, **_fork_point(f)} for f in store.forks_of(session)]
 
 
 def session_detail(store: Store, session: str) -> dict[str, Any]:
@@ -486,8 +525,21 @@ def diff(store: Store, a: str, b: str) -> dict[str, Any]:
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """`diff` of two `session_detail` results already read."""
-    return diff_sessions(a, b)
+    """`diff` of two `session_detail` results already read. When one is a fork of the other,
+    the comparison starts at the fork point: the fork's first turn against the parent's turn
+    it was forked at."""
+    a_from, b_from = fork_alignment(a["session"], b["session"])
+    return diff_sessions(a, b, a_from=a_from, b_from=b_from)
+
+
+def fork_alignment(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
+    """Where the comparison of sessions `a` and `b` (their summaries) starts on each side, as
+    1-based turn positions: the parent's fork turn when one was forked from the other."""
+    for fork, parent, swap in ((b, a, False), (a, b, True)):
+        turn = fork.get("fork_turn")
+        if fork.get("forked_from") == parent.get("id") and isinstance(turn, int) and turn > 1:
+            return (1, turn) if swap else (turn, 1)
+    return 1, 1
 
 
 EXPORT_SCHEMA = 1  # the JSONL export's own version (docs/export.md), independent of releases

@@ -10,6 +10,11 @@ real runs, whose provider hands out fresh ids, still compare equal where they di
 
 The tool calls of the whole session (main thread and subagents, in time order) are aligned
 with `difflib.SequenceMatcher` on (name, canonical JSON of the arguments).
+
+A fork (`tapewire fork`) is compared with its parent from the fork point: `a_from`/`b_from`
+name the turn each side starts at, the turns before it are left out of the pairing, the tool
+calls and the totals, and the first pair's inputs are compared less the messages the other
+side's left-out turns already carried (the fork's first request resends them all).
 """
 
 from __future__ import annotations
@@ -28,13 +33,19 @@ RESULT_CHARS = 500  # a tool call's result as the diff shows it
 _CALL_PARTS = ("tool_call", "tool_result")
 
 
-def diff_sessions(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """How run `b` differs from run `a` (each a `session_detail` result).
+def diff_sessions(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, a_from: int = 1, b_from: int = 1
+) -> dict[str, Any]:
+    """How run `b` differs from run `a` (each a `session_detail` result), each compared from
+    its turn `a_from`/`b_from` on (1-based among all its turns; for a fork and its parent, the
+    fork's first turn and the parent's turn it was forked at).
 
     Returns, keys in this order:
     - `a`, `b`: each session's `id`, `title`, `harness`, `turns`, `started_at`;
+    - `aligned_from` (only when a side starts past its first turn): `{"a": a_from, "b": b_from}`;
     - `identical`: no divergence and no tool call differences;
-    - `first_divergence`: null, or `turn` (1-based position among the main-thread turns),
+    - `first_divergence`: null, or `turn` (1-based position among the main-thread turns,
+      counted from the start of the session compared from a later turn),
       `a_exchange`, `b_exchange` (null on the side that has no such turn), `a_turn`, `b_turn`
       (that turn's 1-based position among all its session's turns, as tool calls give it, or
       null), `reason` (`input`, `output`, `missing_in_a`, `missing_in_b`) and `detail`;
@@ -43,19 +54,22 @@ def diff_sessions(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
       `arguments`, `result` (at most RESULT_CHARS), `is_error`, `turn` (1-based among the
       session's turns) and `exchange_id`;
     - `deltas`, b minus a: `turns`, `tool_calls`, `tool_errors`, `input_tokens`,
-      `output_tokens`, `cost_usd`, `duration_s` (null where either side's figure is).
+      `output_tokens`, `cost_usd`, `duration_s` (null where either side's figure is); when a
+      side starts past its first turn, of the compared turns only.
     """
-    side_a, side_b = _Side(a), _Side(b)
+    side_a, side_b = _Side(a, a_from), _Side(b, b_from)
     divergence = _first_divergence(side_a, side_b)
     calls = _diff_calls(side_a, side_b)
-    return {
-        "a": side_a.summary(),
-        "b": side_b.summary(),
+    out: dict[str, Any] = {"a": side_a.summary(), "b": side_b.summary()}
+    if side_a.partial or side_b.partial:
+        out["aligned_from"] = {"a": side_a.start, "b": side_b.start}
+    out.update({
         "identical": divergence is None and not any(calls.values()),
         "first_divergence": divergence,
         "tool_calls": calls,
         "deltas": _deltas(side_a, side_b),
-    }
+    })  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------- one session
@@ -64,21 +78,31 @@ def diff_sessions(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 class _Side:
     """One session_detail result, with what the comparison asks of it precomputed."""
 
-    def __init__(self, detail: Mapping[str, Any]) -> None:
+    def __init__(self, detail: Mapping[str, Any], start: int = 1) -> None:
         self.session: Mapping[str, Any] = detail.get("session") or {}
         self.turns: list[Mapping[str, Any]] = list(detail.get("turns") or [])
         self.position = {id(t): i for i, t in enumerate(self.turns, 1)}
-        self.main = [t for t in self.turns if t.get("kind") == "main"]
+        self.start = max(1, start)
+        self.partial = self.start > 1
+        skipped, self.compared = self.turns[: self.start - 1], self.turns[self.start - 1 :]
+        self.main = [t for t in self.compared if t.get("kind") == "main"]
+        self.skipped_main = sum(1 for t in skipped if t.get("kind") == "main")
+        # What the left-out turns carried: the other side's first compared turn resends it.
+        self.skipped_nodes: set[Any] = {t.get("response_node") for t in skipped} - {None}
+        for turn in skipped:
+            self.skipped_nodes.update(m.get("node") for m in turn.get("input") or [])
         self.names: dict[str, str] = {}  # call id -> tool name
         self.calls: list[_Call] = []
         for pos, turn in enumerate(self.turns, 1):
             for call in turn.get("tool_calls") or []:
-                self.calls.append(_Call(call, pos, turn.get("exchange_id")))
+                if pos >= self.start:
+                    self.calls.append(_Call(call, pos, turn.get("exchange_id")))
                 if isinstance(call.get("id"), str) and isinstance(call.get("name"), str):
                     self.names.setdefault(call["id"], call["name"])
-        # Call ids numbered in the order the main thread first mentions them.
+        # Call ids numbered in the order the main thread first mentions them (from its first
+        # turn, left out or not: a fork's first request mentions its parent's calls in order).
         self.ordinals: dict[str, str] = {}
-        for turn in self.main:
+        for turn in (t for t in self.turns if t.get("kind") == "main"):
             for message in turn.get("input") or []:
                 self._number_calls(message.get("parts"))
             self._number_calls(turn.get("output"))
@@ -154,23 +178,24 @@ class _Call:
 
 
 def _first_divergence(a: _Side, b: _Side) -> dict[str, Any] | None:
+    skip = max(a.skipped_main, b.skipped_main)  # turns are numbered as that session has them
     for n, (ta, tb) in enumerate(zip(a.main, b.main, strict=False), 1):
-        detail = _input_difference(a, b, ta, tb)
+        detail = _input_difference(a, b, ta, tb, first=n == 1)
         if detail is not None:
-            return _divergence(a, b, n, ta, tb, "input", detail)
+            return _divergence(a, b, n + skip, ta, tb, "input", detail)
         detail = _output_difference(a, b, ta, tb)
         if detail is not None:
-            return _divergence(a, b, n, ta, tb, "output", detail)
+            return _divergence(a, b, n + skip, ta, tb, "output", detail)
     la, lb = len(a.main), len(b.main)
     if la == lb:
         return None
-    n = min(la, lb) + 1
+    n = min(la, lb) + 1 + skip
     if la > lb:
         extra = a.main[lb]
-        detail = f"b ends after {lb} main-thread turns, a goes on to {la}"
+        detail = f"b ends after {lb + skip} main-thread turns, a goes on to {la + skip}"
         return _divergence(a, b, n, extra, None, "missing_in_b", detail)
     extra = b.main[la]
-    detail = f"a ends after {la} main-thread turns, b goes on to {lb}"
+    detail = f"a ends after {la + skip} main-thread turns, b goes on to {lb + skip}"
     return _divergence(a, b, n, None, extra, "missing_in_a", detail)
 
 
@@ -203,10 +228,12 @@ def _same_message(a: _Side, b: _Side, ma: Mapping[str, Any], mb: Mapping[str, An
 
 
 def _input_difference(
-    a: _Side, b: _Side, ta: Mapping[str, Any], tb: Mapping[str, Any]
+    a: _Side, b: _Side, ta: Mapping[str, Any], tb: Mapping[str, Any], *, first: bool = False
 ) -> str | None:
     ia: list[Mapping[str, Any]] = list(ta.get("input") or [])
     ib: list[Mapping[str, Any]] = list(tb.get("input") or [])
+    if first:  # less what the other side's left-out turns already carried
+        ia, ib = _past(ia, b.skipped_nodes), _past(ib, a.skipped_nodes)
     for k in range(max(len(ia), len(ib))):
         if k >= len(ia):
             return f"b sends one more {ib[k].get('role')} message: " + _quote_parts(b, ib[k])
@@ -222,6 +249,14 @@ def _input_difference(
             )
         return _parts_difference(a, b, ma.get("parts"), mb.get("parts"), "input")
     return None
+
+
+def _past(messages: list[Mapping[str, Any]], known: set[Any]) -> list[Mapping[str, Any]]:
+    """`messages` after their leading run of `known` nodes."""
+    k = 0
+    while k < len(messages) and messages[k].get("node") in known:
+        k += 1
+    return messages[k:]
 
 
 def _output_difference(
@@ -336,7 +371,11 @@ def _diff_calls(a: _Side, b: _Side) -> dict[str, list[Any]]:
 
 
 def _deltas(a: _Side, b: _Side) -> dict[str, int | float | None]:
+    partial = a.partial or b.partial  # then both sides' figures are of the compared turns
+
     def figure(side: _Side, key: str) -> int | float | None:
+        if partial:
+            return _turns_figure(side, key)
         value = _number(side.session.get(key))
         if value is not None:
             return value
@@ -349,6 +388,8 @@ def _deltas(a: _Side, b: _Side) -> dict[str, int | float | None]:
         return None
 
     def duration(side: _Side) -> float | None:
+        if partial:
+            return _turns_duration(side)
         start, end = _number(side.session.get("started_at")), _number(side.session.get("ended_at"))
         return None if start is None or end is None else end - start
 
@@ -358,6 +399,36 @@ def _deltas(a: _Side, b: _Side) -> dict[str, int | float | None]:
     out["cost_usd"] = _minus(figure(a, "cost_usd"), figure(b, "cost_usd"), 9)
     out["duration_s"] = _minus(duration(a), duration(b), 3)
     return out
+
+
+def _turns_figure(side: _Side, key: str) -> int | float | None:
+    """A total of the compared turns alone."""
+    if key == "turns":
+        return len(side.compared)
+    if key == "tool_calls":
+        return len(side.calls)
+    if key == "tool_errors":
+        return sum(1 for c in side.calls if c.raw.get("is_error") is True)
+    total: int | float = 0
+    for turn in side.compared:
+        usage = turn.get("usage") or {}
+        value = _number(turn.get("cost_usd") if key == "cost_usd" else usage.get(key))
+        if value is None and key == "cost_usd":
+            return None  # unknown beats wrong
+        total += value or 0
+    return total
+
+
+def _turns_duration(side: _Side) -> float | None:
+    """From the first compared turn's start to the last one's end, seconds."""
+    starts = [_number(t.get("started_at")) for t in side.compared]
+    ends = [
+        (start or 0) + (_number(t.get("duration_ms")) or 0) / 1000
+        for start, t in zip(starts, side.compared, strict=True)
+    ]
+    if not starts or any(s is None for s in starts):
+        return None
+    return max(ends) - min(s for s in starts if s is not None)
 
 
 def _minus(

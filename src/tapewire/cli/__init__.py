@@ -10,6 +10,7 @@ from tapewire.cli.demo import demo
 from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
 from tapewire.cli.export import export
+from tapewire.cli.fork import fork
 from tapewire.cli.repair import rederive, verify
 from tapewire.cli.replay import replay
 from tapewire.cli.run import run
@@ -48,3 +49,4 @@ main.add_command(demo)
 main.add_command(analyze)
 main.add_command(drift)
 main.add_command(replay)
+main.add_command(fork)

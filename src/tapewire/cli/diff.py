@@ -49,6 +49,11 @@ def _print(r: dict[str, Any]) -> None:
         out.print(
             f"[bold]{side.upper()}[/bold] {s['id'][:8]} {escape(s.get('title') or '')} · {s.get('turns')} turns"
         )
+    aligned = r.get("aligned_from")
+    if aligned:
+        fork, parent = ("B", "A") if aligned["a"] > 1 else ("A", "B")
+        turn = max(aligned["a"], aligned["b"])
+        out.print(f"{fork} is a fork of {parent} at turn {turn}: compared from there on")
     if r["identical"]:
         out.print("[green]identical[/green]: the same turns and the same tool calls")
     first = r["first_divergence"]

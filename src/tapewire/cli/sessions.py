@@ -53,7 +53,7 @@ def sessions(
     for r in rows:
         t.add_row(
             r["id"][:8],
-            escape((r["title"] or "-")[:60]),
+            _fork_mark(r) + escape((r["title"] or "-")[:60]),
             r["harness"],
             when(r["started_at"]),
             reading.duration(r["duration_s"]),
@@ -64,6 +64,14 @@ def sessions(
             reading.cost(r["cost_usd"]),
         )
     console().print(t)
+
+
+def _fork_mark(row: dict[str, Any]) -> str:
+    """A fork's parent and fork point, before its title: `⑂ 1a2b3c4d@t4 `."""
+    if not row.get("forked_from"):
+        return ""
+    at = f"@t{row['fork_turn']}" if row.get("fork_turn") is not None else ""
+    return f"⑂ {escape(str(row['forked_from'])[:8])}{at} "
 
 
 @click.command()
@@ -120,6 +128,17 @@ def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
         f"{reading.tokens(s['output_tokens'])} out · {reading.cost(s['cost_usd'])}",
         markup=False,
     )
+    if s.get("forked_from"):
+        node = f" (node {s['fork_node'][:12]}…)" if s.get("fork_node") else ""
+        at = f" at turn {s['fork_turn']}" if s.get("fork_turn") is not None else ""
+        out.print(
+            f"forked from {s['forked_from']}{at}{node}: "
+            f"`tapewire diff {s['id'][:8]} {s['forked_from'][:8]}` starts there",
+            markup=False,
+        )
+    for f in s.get("forks") or []:
+        name = f" (/s/{f['name']})" if f.get("name") else ""
+        out.print(f"fork {f['id']} at turn {f['fork_turn']}{name}", markup=False)
     for run in lanes(detail):
         indent = "    " * run["depth"]
         if run["note"]:

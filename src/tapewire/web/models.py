@@ -14,6 +14,16 @@ class Error(BaseModel):
     error: str = Field(description="What was wrong, in words.")
 
 
+class Fork(BaseModel):
+    """A session `tapewire fork` branched off this one."""
+
+    id: str
+    name: str | None = Field(description="its /s/ name (fork-<parent>-t<N>)")
+    fork_turn: int | None = Field(description="this session's turn it was forked at, 1-based")
+    fork_node: str | None = Field(description="that turn's request node")
+    started_at: float
+
+
 class Session(BaseModel):
     """A session (one agent run) with its totals, as `tapewire sessions --json` lists it."""
 
@@ -42,6 +52,14 @@ class Session(BaseModel):
         "(stored as its turns are derived)"
     )
     worst: str | None = Field(description="the most severe of them: info, warning or error")
+    forked_from: str | None = Field(
+        description="the parent session's id when `tapewire fork` made this one, else null"
+    )
+    fork_turn: int | None = Field(description="the parent's turn it was forked at, 1-based")
+    fork_node: str | None = Field(description="that turn's request node (the fork point)")
+    forks: list[Fork] | None = Field(
+        None, description="the sessions forked from this one (in a single session's summary)"
+    )
 
 
 class SessionPage(BaseModel):
