@@ -335,6 +335,12 @@ def _read_side_shows_the_fork(db: Path, parent: str, fork_id: str) -> None:
             assert f'href="/diff?a={parent}&amp;b={fork_id}"' in page.text
             assert f'href="/sessions/{fork_id}"' in client.get(f"/sessions/{parent}").text
             assert f"⑂ {parent[:8]}@t4" in client.get("/sessions").text
+            # The diff page pairs the fork's turns with the parent's from the fork point.
+            rows = client.get("/diff.json", params={"a": parent, "b": fork_id}).json()["rows"]
+            assert [(r["a"]["index"], r["b"] and r["b"]["index"]) for r in rows] == [
+                (4, 1),
+                (5, None),
+            ]
             api = client.get(f"/api/sessions/{fork_id}").json()["session"]
             assert (api["forked_from"], api["fork_turn"]) == (parent, 4)
             listed = client.get("/api/sessions").json()["sessions"]

@@ -250,7 +250,12 @@ def side_by_side(
                 if call:
                     marked[side].add((call["turn"], call["id"]))
     first = (result["first_divergence"] or {}).get("turn")
-    mains = [[t for t in d["turns"] if t["kind"] == "main"] for d in (da, db)]
+    # A fork and its parent are paired from the fork point, as the diff pairs them.
+    start = result.get("aligned_from") or {"a": 1, "b": 1}
+    mains = [
+        [t for t in d["turns"] if t["kind"] == "main" and t["index"] >= start[side]]
+        for side, d in (("a", da), ("b", db))
+    ]
     rows = []
     for i in range(max(len(mains[0]), len(mains[1]))):
         row: dict[str, Any] = {"turn": i + 1, "first_divergence": i + 1 == first}
