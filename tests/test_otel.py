@@ -169,3 +169,40 @@ def test_a_collector_that_is_not_there_is_an_error(recorded_db: Path) -> None:
     assert "were not taken" in result.output
     missing = CliRunner().invoke(main, ["export", "--format", "otlp", "--db", str(recorded_db)])
     assert missing.exit_code == 2 and "--endpoint" in missing.output
+
+
+def test_serve_exports_turns_as_they_are_derived(receiver: Receiver, tmp_path: Path) -> None:
+    """`serve --otlp-endpoint`: the ingest worker sends each derived turn once, under its
+    session's root span, while the proxy goes on recording."""
+    import time
+
+    import openai
+
+    from conftest import settings_for
+    from fakeprovider import FakeProvider
+    from tapewire.service import ServiceThread
+
+    with FakeProvider() as fake:
+        settings = settings_for(fake, tmp_path, otlp_endpoint=receiver.url)
+        with ServiceThread(settings) as service:
+            client = openai.OpenAI(base_url=f"{service.url}/s/live/v1", api_key="sk-x")
+            messages: Any = [{"role": "user", "content": "one"}]
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+
+            def chats() -> list[Any]:
+                return [s for s in receiver.spans if s.name.startswith("chat ")]
+
+            deadline = time.monotonic() + 15
+            while not chats() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(chats()) == 1  # while the proxy runs, not at its stop
+            messages += [{"role": "assistant", "content": "a"}, {"role": "user", "content": "two"}]
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            deadline = time.monotonic() + 15
+            while len(chats()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    spans = chats()
+    assert len(spans) == 2 and len({s.span_id for s in spans}) == 2  # each turn once
+    roots = {s.span_id for s in receiver.spans if s.name == "invoke_agent"}
+    assert len(roots) == 1 and {s.parent_span_id for s in spans} == roots
+    assert len({s.trace_id for s in receiver.spans}) == 1

@@ -52,6 +52,9 @@ class Settings:
     read_timeout: float = 600.0
     grace: float = 10.0  # how long a stop waits for streams still running
     token: str | None = None
+    otlp_endpoint: str | None = None  # continuous OpenTelemetry export (docs/otel.md)
+    otlp_protocol: str = "http"
+    otlp_content: bool = False
 
     @property
     def journal_dir(self) -> Path:
@@ -92,6 +95,9 @@ class Service:
             redact=settings.redact,
             redact_patterns=settings.redact_patterns,
             prices=settings.prices,
+            otlp=(settings.otlp_endpoint, settings.otlp_protocol, settings.otlp_content)
+            if settings.otlp_endpoint
+            else None,
         )
         proxy = Proxy(
             self.upstreams,

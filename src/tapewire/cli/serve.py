@@ -63,6 +63,15 @@ def agent_lines(url: str) -> list[str]:
     show_default=True,
     help="Seconds a stop waits for streams still running.",
 )
+@click.option(
+    "--otlp-endpoint",
+    envvar="TAPEWIRE_OTLP_ENDPOINT",
+    help="Send the turns to this OpenTelemetry collector as they are derived (docs/otel.md); "
+    "auth headers from OTEL_EXPORTER_OTLP_HEADERS.",
+)
+@click.option("--otlp-protocol", type=click.Choice(["http", "grpc"]), default="http",
+              show_default=True)  # fmt: skip
+@click.option("--otlp-content", is_flag=True, help="Include messages and tool results.")
 @click.option("-v", "--verbose", is_flag=True)
 @db_option
 @proxy_options
@@ -72,6 +81,9 @@ def serve(
     no_ui: bool,
     token: str | None,
     grace: float,
+    otlp_endpoint: str | None,
+    otlp_protocol: str,
+    otlp_content: bool,
     verbose: bool,
     **options: Any,
 ) -> None:
@@ -81,6 +93,9 @@ def serve(
     settings.host, settings.port = split_hostport(listen, 8080)
     settings.token = token
     settings.grace = grace
+    settings.otlp_endpoint = otlp_endpoint
+    settings.otlp_protocol = otlp_protocol
+    settings.otlp_content = otlp_content
     try:
         read = None if no_ui else _read_server(settings.db, ui_listen, token)
         PriceTable.load(settings.prices)  # a bad price file is said now, not in the worker's log

@@ -104,13 +104,18 @@ class _Chain:
 
 class Deriver:
     def __init__(
-        self, store: Store, prices: PriceTable | None = None, analyze: bool = True
+        self,
+        store: Store,
+        prices: PriceTable | None = None,
+        analyze: bool = True,
+        export: Any = None,
     ) -> None:
         self.store = store
         self.prices = prices if prices is not None else PriceTable.load()
         self.hasher = ChainHasher()
         self.errors = 0
         self.analyze = analyze  # refresh the findings of the sessions batches touch
+        self.export = export  # a LiveExport (export/live.py) the derived turns go out through
         self._limits: Any = None
         self._pending: set[str] = set()  # sessions whose findings are behind their turns
         self._digests: dict[str, str] = {}  # tool results' digests, kept between analyses
@@ -133,20 +138,26 @@ class Deriver:
                     if derived is not None:
                         self.store.write_derived([derived])
                         touched.add(derived.turn.session)
+                        if self.export is not None:
+                            self.export.add(derived.turn.session, derived.turn.exchange)
                         done += 1
                 except Exception:  # a deriver bug must not stop ingestion; rederive repairs
                     self.errors += 1
                     log.exception("could not derive exchange %s", exchange_id)
             if self.analyze:
                 self._pending |= touched
-                # A session is analysed whole, so at most once a second while turns pour in;
-                # `analyse_pending` catches up when they stop.
-                if time.monotonic() - self._analysed_at >= ANALYSE_EVERY:
-                    self.analyse_pending()
+            # A session is analysed (and exported) whole, so at most once a second while turns
+            # pour in; `analyse_pending` catches up when they stop.
+            if time.monotonic() - self._analysed_at >= ANALYSE_EVERY:
+                self.analyse_pending()
         return done
 
     def analyse_pending(self) -> None:
-        """Store the findings of every session changed since its last analysis."""
+        """Store the findings of every session changed since its last analysis, and export
+        the turns derived since the last export."""
+        if self.export is not None and self.export.pending:
+            self._analysed_at = time.monotonic()
+            self.export.flush(self.store)
         if not self._pending:
             return
         from tapewire.analysis import live  # analysis reads through the query layer

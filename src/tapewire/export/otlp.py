@@ -30,7 +30,17 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    set_span_in_context,
+)
 
 from tapewire import __version__, query
 from tapewire.export import semconv as sc
@@ -115,6 +125,7 @@ class TraceWriter:
         )
         self.tracer: Tracer = self.provider.get_tracer("tapewire", __version__)
         self.content = content
+        self.only: set[str] | None = None
 
     def close(self) -> None:
         self.provider.force_flush()
@@ -131,7 +142,10 @@ class TraceWriter:
         return self.tracer.start_span(name, context=context, kind=kind, attributes=attrs,
                                       start_time=_ns(start))  # fmt: skip
 
-    def session(self, store: Store, session: str) -> None:
+    def session(self, store: Store, session: str, only: set[str] | None = None) -> None:
+        """The session's spans; with `only`, its root and thread spans and the spans of those
+        exchanges (live export sends each turn once, as it is derived)."""
+        self.only = only
         detail = query.session_detail(store, session)
         rows = {r["exchange"]: r for r in store.turn_rows(session)}
         s = detail["session"]
@@ -177,6 +191,11 @@ class TraceWriter:
         server: tuple[str | None, int | None], s: dict[str, Any], call_spans: dict[str, Span],
     ) -> None:  # fmt: skip
         for t in turns:
+            if self.only is not None and t["exchange_id"] not in self.only:
+                for call in t["tool_calls"]:  # a later subagent may hang under one of these
+                    call_spans[call["id"]] = _placed(span_id("call", t["exchange_id"], call["id"]),
+                                                     self.ids.trace)  # fmt: skip
+                continue
             self._chat(t, parent, rows.get(t["exchange_id"], {}), server, s)
             for call in t["tool_calls"]:
                 call_spans[call["id"]] = self._tool(t, call, parent)
@@ -256,6 +275,12 @@ class TraceWriter:
             span.set_status(Status(StatusCode.ERROR, "the tool returned an error"))
         span.end(_ns(asked + latency))
         return span
+
+
+def _placed(span: int, trace: int) -> Span:
+    """A span sent earlier, as a parent: only its ids are needed."""
+    return NonRecordingSpan(SpanContext(trace, span, is_remote=False,
+                                        trace_flags=TraceFlags(TraceFlags.SAMPLED)))  # fmt: skip
 
 
 def _last(turns: list[dict[str, Any]], default: float) -> float:

@@ -57,8 +57,10 @@ class Ingester:
         live_segment: Callable[[], int | None] = lambda: None,
         redactor: Redactor | None = None,
         prices: PriceTable | None = None,
+        export: Any = None,
     ) -> None:
         self.directory = directory
+        self.export = export  # a LiveExport: derived turns out as OpenTelemetry spans
         self._open_store = open_store
         self.recorder = recorder
         self.run_id = run
@@ -107,6 +109,9 @@ class Ingester:
             if not stop:
                 time.sleep(poll)  # let a batch gather: one transaction for many exchanges
         self.publish_status()
+        if self._deriver is not None and self._store is not None:
+            with contextlib.suppress(Exception):  # the last findings and spans, then close
+                self._deriver.analyse_pending()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
@@ -183,7 +188,7 @@ class Ingester:
 
     def _deriver_for(self, store: Store) -> Deriver:
         if self._deriver is None or self._deriver.store is not store:
-            self._deriver = Deriver(store, self.prices)
+            self._deriver = Deriver(store, self.prices, export=self.export)
         return self._deriver
 
     def _delete_ingested(self, pos: Position) -> None:

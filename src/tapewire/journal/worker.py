@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapewire.journal.ingest import Ingester, read_status
 from tapewire.journal.segments import list_segments
@@ -26,6 +26,9 @@ from tapewire.redact import Redactor
 from tapewire.store import open_store
 
 log = logging.getLogger("tapewire.ingest")
+
+if TYPE_CHECKING:
+    from tapewire.export.live import LiveExport
 
 
 class IngestWorker:
@@ -41,6 +44,7 @@ class IngestWorker:
         redact: bool,
         redact_patterns: list[str],
         prices: Path | None = None,
+        otlp: tuple[str, str, bool] | None = None,
     ) -> None:
         self.directory = directory
         self.args = [
@@ -53,6 +57,10 @@ class IngestWorker:
             self.args += ["--redact-pattern", pattern]
         if prices is not None:
             self.args += ["--prices", str(prices)]
+        if otlp is not None:
+            endpoint, protocol, content = otlp
+            self.args += ["--otlp-endpoint", endpoint, "--otlp-protocol", protocol]
+            self.args += ["--otlp-content"] if content else []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -100,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-redact", action="store_true")
     p.add_argument("--redact-pattern", action="append", default=[])
     p.add_argument("--prices", type=Path)
+    p.add_argument("--otlp-endpoint")
+    p.add_argument("--otlp-protocol", default="http", choices=["http", "grpc"])
+    p.add_argument("--otlp-content", action="store_true")
     args = p.parse_args(argv)
     # Under load the proxy comes first: the journal absorbs the backlog and this process
     # drains it when traffic eases (DESIGN.md, Load).
@@ -146,9 +157,22 @@ def main(argv: list[str] | None = None) -> None:
         live_segment=live_segment,
         redactor=None if args.no_redact else Redactor(args.redact_pattern),
         prices=PriceTable.load(args.prices),
+        export=_live_export(args),
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        ingester.run(draining.is_set, abandon=orphaned)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            ingester.run(draining.is_set, abandon=orphaned)
+    finally:
+        if ingester.export is not None:
+            ingester.export.close()  # what is queued goes out before the worker ends
+
+
+def _live_export(args: argparse.Namespace) -> LiveExport | None:
+    if not args.otlp_endpoint:
+        return None
+    from tapewire.export.live import LiveExport
+
+    return LiveExport(args.otlp_endpoint, args.otlp_protocol, args.otlp_content)
 
 
 if __name__ == "__main__":
