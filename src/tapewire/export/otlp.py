@@ -121,7 +121,11 @@ class TraceWriter:
         )
         self.counts = Exported()
         self.provider.add_span_processor(
-            BatchSpanProcessor(_Counting(exporter, self.counts), max_export_batch_size=512)
+            BatchSpanProcessor(
+                _Counting(exporter, self.counts),
+                max_export_batch_size=512,
+                schedule_delay_millis=1000,  # live export: a turn is out within a second or two
+            )
         )
         self.tracer: Tracer = self.provider.get_tracer("tapewire", __version__)
         self.content = content
