@@ -147,6 +147,12 @@ def test_drift_names_the_step_and_the_run(scenarios_db: tuple[Path, dict[str, st
     assert third["split_step"] == 4 and not third["final_answer_same"]
     family = run("drift", "--family", "drift-", "--db", str(db))
     assert family.exit_code == 1 and "step 4" in family.output
+    # The three runs share their first prompt: --same-prompt finds them from any one.
+    like = run("drift", "--same-prompt", ids["drift-2"], "--json", "--db", str(db))
+    assert like.exit_code == 1
+    assert sorted(r["session"] for r in json.loads(like.stdout)["runs"]) == sorted(
+        ids[f"drift-{n}"] for n in (1, 2, 3)
+    )
     same = run("drift", ids["drift-1"], ids["drift-2"], "--db", str(db))
     assert same.exit_code == 0 and "the same path" in same.output
 

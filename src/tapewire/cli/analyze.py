@@ -117,10 +117,21 @@ def _print(found: dict[str, list[dict[str, Any]]], titles: dict[str, str | None]
     "--family",
     help="Also every session whose /s/ name starts with this (run-42-a, run-42-b, …).",
 )
+@click.option(
+    "--same-prompt",
+    "like",
+    metavar="SESSION",
+    help="Also every session whose first prompt (or harness title) is this session's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
 def drift(
-    session: tuple[str, ...], family: str | None, as_json: bool, db: Path, journal: Path | None
+    session: tuple[str, ...],
+    family: str | None,
+    like: str | None,
+    as_json: bool,
+    db: Path,
+    journal: Path | None,
 ) -> None:
     """How far two or more runs of one task drifted apart: the edit distance between their
     tool-call paths, the step where they split, which run left the usual path, and how their
@@ -129,9 +140,15 @@ def drift(
     store = reading.open_db(db)
     try:
         ids = [reading.session_ref(store, s) for s in session]
+        every = list(reversed(sessions(store)))  # oldest first
         if family:
-            named = [r for r in reversed(sessions(store)) if (r["name"] or "").startswith(family)]
+            named = [r for r in every if (r["name"] or "").startswith(family)]
             ids += [r["id"] for r in named if r["id"] not in ids]
+        if like:
+            anchor = reading.session_ref(store, like)
+            title = next(r["title"] for r in every if r["id"] == anchor)
+            same = [r for r in every if title and r["title"] == title]
+            ids += [r["id"] for r in same if r["id"] not in ids]
         if len(ids) < 2:
             raise click.UsageError("name two or more runs (or a --family that has them)")
         result = drift_runs(store, ids, limits)
