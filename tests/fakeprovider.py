@@ -1156,6 +1156,10 @@ class FakeProvider:
             if k and not await self._pause(delay):
                 break
             await resp.write(f"data: {json.dumps({'i': k})}\n\n".encode())
+        if request.headers.get("x-fake-done") == "1":
+            await resp.write(b"data: [DONE]\n\n")  # OpenAI's last event ...
+        # ... and the end of body some time after it (x-fake-hold-ms), as a slow network has it
+        await self._pause(_header_int(request, "x-fake-hold-ms", 0) / 1000)
         await resp.write_eof()
         return resp
 

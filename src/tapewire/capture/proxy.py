@@ -17,7 +17,7 @@ from yarl import URL
 
 from tapewire.capture.errors import error_body
 from tapewire.capture.headers import evidence, forwardable, storable
-from tapewire.capture.recorder import Flight, Recorder
+from tapewire.capture.recorder import Flight, Recorder, Tee
 from tapewire.capture.routing import Route, RouteError, Upstream, route
 from tapewire.model import Exchange, Headers, Outcome, new_id
 
@@ -197,17 +197,22 @@ class Proxy:
             _abort(request)
             return out
         except (ConnectionError, aiohttp.ClientConnectionResetError):
-            state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
+            if said_all(body, response_headers):
+                ex.last_byte_at = time.time()
+                state.finish(Outcome.COMPLETE)
+            else:
+                state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
             upstream.close()
             return out
         except asyncio.CancelledError:
             # An SSE client may hang up on its final event, as the upstream's end of body
-            # arrives: when that end is already here, the exchange was complete.
+            # arrives: when that end is already here, or the final event is, the exchange was
+            # complete (SDKs stop reading at `[DONE]` or `message_stop`).
             try:
                 tail = upstream.content.read_nowait()
             except Exception:  # the upstream failed too: the disconnect stands
                 tail = b""
-            if upstream.content.at_eof() and not state.done:
+            if (upstream.content.at_eof() or said_all(body, response_headers)) and not state.done:
                 body.add(tail)
                 if tail:
                     pacing.add(len(tail), perf_counter())
@@ -276,6 +281,21 @@ async def _read_body(request: web.Request, state: Flight) -> bytes:
         raise web.HTTPBadRequest(text="tapewire: request body ended early") from None
     # One copy serves both the upstream and the record, unless the record was cut at its cap.
     return b"".join(chunks) if state.request.truncated else state.request.joined()
+
+
+# The last event of each streamed wire format (OpenAI Chat, Anthropic Messages, OpenAI
+# Responses, Ollama's NDJSON): past it a stream has said all it will.
+_LAST_EVENTS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed",
+                b'"done":true')  # fmt: skip
+
+
+def said_all(body: Tee, headers: Headers) -> bool:
+    """Whether the response held so far ends with its wire format's last event. (Under a
+    content-encoding the events cannot be seen: the hang-up stands.)"""
+    if any(k.lower() == "content-encoding" and v.strip().lower() != "identity" for k, v in headers):
+        return False
+    tail = b"".join(body.chunks[-4:])[-512:]
+    return any(marker in tail for marker in _LAST_EVENTS)
 
 
 def _abort(request: web.Request) -> None:
