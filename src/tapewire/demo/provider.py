@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import json
 import re
-import threading
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from tapewire.demo.recording import RecordedTurn
 from tapewire.demo.script import SERVED_MODEL, Reply, reply_for
-from tapewire.service import new_loop
+from tapewire.loopserver import LoopServer
 
 # Headers about the recorded connection, not the message: aiohttp frames the replay itself.
 _HOP_BY_HOP = frozenset(
@@ -119,51 +118,20 @@ def _openai_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": error}, status=status)
 
 
-class FakeProvider:
+class FakeProvider(LoopServer):
     """`with FakeProvider(turns) as provider:` serves on `provider.url` until the block ends."""
 
+    name = "tapewire-demo-provider"
+
     def __init__(self, turns: list[RecordedTurn]) -> None:
+        super().__init__()
         self._turns = turns
         self._by_sha256 = {turn.request_sha256: turn for turn in turns}
         self._unmatched = 0  # requests answered in order, for want of a byte-exact match
-        self._loop = new_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tapewire-demo-provider", daemon=True
-        )
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> FakeProvider:
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-            self._runner = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self._runner = runner
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(runner.addresses[0][1])
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

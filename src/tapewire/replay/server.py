@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 
 import aiohttp
 from aiohttp import web
 
 from tapewire import query
 from tapewire.content_encoding import DecodeError, decode
+from tapewire.loopserver import LoopServer
 from tapewire.providers import api_for
 from tapewire.replay.match import SESSION_PREFIX, Miss, Recorded, Recording
-from tapewire.service import new_loop
 from tapewire.store import Store
 
 log = logging.getLogger("tapewire.replay")
@@ -29,7 +28,6 @@ log = logging.getLogger("tapewire.replay")
 # About the recorded connection, not the message: aiohttp frames the replay itself.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length"})  # fmt: skip
-MAX_BODY = 256 * 1024 * 1024
 
 
 def load(store: Store, session: str) -> Recording:
@@ -85,10 +83,12 @@ def miss_response(api: str | None, miss: Miss) -> web.Response:
     return web.json_response(body, status=400, headers={"x-should-retry": "false"})
 
 
-class ReplayServer:
+class ReplayServer(LoopServer):
     """`with ReplayServer(recording) as server:` serves on `server.url` until the block ends.
     `timing`: "fast" (as fast as the client reads) or "recorded" (the recorded time to first
     byte and gaps between chunks). `forward`: where misses go, or None to refuse them."""
+
+    name = "tapewire-replay"
 
     def __init__(
         self,
@@ -99,56 +99,24 @@ class ReplayServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host, port)
         self.recording = recording
         self.timing = timing
         self.forward = forward  # provider name -> upstream base URL
-        self.host, self.port = host, port
         self.misses: list[Miss] = []
         self.forwarded = 0
-        self._loop = new_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tapewire-replay",
-                                        daemon=True)  # fmt: skip
-        self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def __enter__(self) -> ReplayServer:
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY)
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        self._runner = runner
-        await web.TCPSite(runner, self.host, self.port).start()
-        self.port = int(runner.addresses[0][1])
+
+    async def opened(self) -> None:
         if self.forward is not None:
             self._http = aiohttp.ClientSession(auto_decompress=False)
 
-    async def _stop(self) -> None:
+    async def closing(self) -> None:
         if self._http is not None:
             await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
