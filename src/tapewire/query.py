@@ -100,7 +100,16 @@ def sessions(
     for row in rows:
         _finish(store, row)
     _fork_links(store, rows)
+    _sources(store, rows)
     return rows
+
+
+def _sources(store: Store, rows: list[dict[str, Any]]) -> None:
+    """`source` on each row: `wire` (captured), `transcript` (imported from an agent's
+    transcript: no exact bytes, no timings) or `wire+transcript`."""
+    found = store.session_sources([r["id"] for r in rows])
+    for row in rows:
+        row["source"] = found.get(row["id"], "wire")
 
 
 def _finish(store: Store, row: dict[str, Any]) -> None:
@@ -174,6 +183,9 @@ def session_summary(store: Store, session: str) -> dict[str, Any]:
         raise SessionNotFound(f"no session {session!r}")
     _finish(store, summary[0])
     _fork_links(store, summary)
+    _sources(store, summary)
+    hsid = summary[0]["harness_session_id"]
+    summary[0]["facts"] = store.transcript_facts(hsid) if hsid else None
     summary[0]["forks"] = forks(store, session)
     return {"session": summary[0], "threads": store.thread_rows(session)}
 

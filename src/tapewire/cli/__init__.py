@@ -11,6 +11,7 @@ from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
 from tapewire.cli.export import export
 from tapewire.cli.fork import fork
+from tapewire.cli.importing import import_
 from tapewire.cli.repair import rederive, verify
 from tapewire.cli.replay import replay
 from tapewire.cli.run import run
@@ -50,3 +51,4 @@ main.add_command(analyze)
 main.add_command(drift)
 main.add_command(replay)
 main.add_command(fork)
+main.add_command(import_)

@@ -117,6 +117,31 @@ def show(
         _print_detail(detail, thinking)
 
 
+def _print_source(out: Any, s: dict[str, Any]) -> None:
+    """Where the session's turns come from, and what an imported transcript added."""
+    if s.get("source") == "transcript":
+        out.print("from a transcript: exact bytes and timings unknown", markup=False)
+    elif s.get("source") == "wire+transcript":
+        out.print("captured on the wire, completed from a transcript", markup=False)
+    facts = s.get("facts")
+    if not facts:
+        return
+    known = [
+        f"{label} {', '.join(facts[key])}"
+        for key, label in (("cwd", "cwd"), ("git_branch", "branch"), ("version", "version"))
+        if facts.get(key)
+    ]
+    if known:
+        out.print("transcript: " + " · ".join(known), markup=False)
+    for c in facts.get("local_commands") or []:
+        out.print(f"local command {c.get('name')} {c.get('args') or ''}".rstrip(), markup=False)
+    for a in facts.get("subagents") or []:
+        out.print(
+            f"subagent {a.get('agent_id')} spawned by {a.get('tool_call_id') or 'an unknown call'}",
+            markup=False,
+        )
+
+
 def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
     out = console()
     s = detail["session"]
@@ -139,6 +164,7 @@ def _print_detail(detail: dict[str, Any], thinking: bool) -> None:
     for f in s.get("forks") or []:
         name = f" (/s/{f['name']})" if f.get("name") else ""
         out.print(f"fork {f['id']} at turn {f['fork_turn']}{name}", markup=False)
+    _print_source(out, s)
     for run in lanes(detail):
         indent = "    " * run["depth"]
         if run["note"]:

@@ -113,6 +113,21 @@ def _encoding(headers: Headers) -> str | None:
     return value.strip().lower() if value else None
 
 
+# What an imported agent transcript says beyond the conversation (docs/import.md): cwd, git
+# branch, harness version, local commands, subagent links. Keyed by the harness's own session
+# id, so that it attaches to a wire capture of the same session. Written by `tapewire import`,
+# not derived: `tapewire rederive` keeps it.
+_TRANSCRIPT_FACTS = """
+CREATE TABLE IF NOT EXISTS transcript_facts (
+    session TEXT PRIMARY KEY,     -- the harness's session id
+    harness TEXT NOT NULL,        -- claude-code | codex
+    facts TEXT NOT NULL,          -- JSON object
+    source_file TEXT NOT NULL,    -- the main transcript file it was read from
+    imported_at REAL NOT NULL     -- the first import
+)
+"""
+
+
 class SQLiteStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
@@ -1025,6 +1040,81 @@ class SQLiteStore:
                 (session,),
             )
         ]
+
+    # ---- imported transcripts (importers/) ---------------------------------------------------
+
+    def existing_exchanges(self, ids: list[str]) -> set[str]:
+        """Of these exchange ids, those the store holds."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            found.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT id FROM exchanges WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            )
+        return found
+
+    def wire_response_ids(self, session: str) -> set[str]:
+        """The provider response ids of the session's turns that crossed the wire (not
+        synthesized from a transcript)."""
+        return {
+            r[0]
+            for r in self.conn.execute(
+                "SELECT t.response_id FROM turns t JOIN exchanges e ON e.id = t.exchange"
+                " WHERE t.session = ? AND t.response_id IS NOT NULL"
+                " AND e.recorder NOT LIKE 'transcript:%'",
+                (session,),
+            )
+        }
+
+    def session_sources(self, ids: list[str]) -> dict[str, str]:
+        """Where each session's turns come from: wire, transcript or wire+transcript."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for session, transcript, wire in self.conn.execute(
+                "SELECT t.session, sum(e.recorder LIKE 'transcript:%'),"
+                " sum(e.recorder NOT LIKE 'transcript:%') FROM turns t"
+                f" JOIN exchanges e ON e.id = t.exchange WHERE t.session IN"
+                f" ({','.join('?' * len(chunk))}) GROUP BY t.session",
+                chunk,
+            ):
+                out[session] = (
+                    "wire+transcript" if transcript and wire else "transcript" if transcript
+                    else "wire"
+                )  # fmt: skip
+        return out
+
+    def put_transcript_facts(
+        self, session: str, harness: str, facts: dict[str, Any], source_file: str, at: float
+    ) -> None:
+        """Store (or replace) what a transcript said about a harness session; the first
+        import's time stays. The table is made by the first import, not by a migration: a
+        store that never imports stays as small as before."""
+        self.conn.execute(_TRANSCRIPT_FACTS)
+        self._tables.add("transcript_facts")
+        self.conn.execute(
+            "INSERT INTO transcript_facts VALUES (?, ?, ?, ?, ?) ON CONFLICT(session) DO UPDATE"
+            " SET harness = excluded.harness, facts = excluded.facts,"
+            " source_file = excluded.source_file",
+            (session, harness, json.dumps(facts, ensure_ascii=False, sort_keys=True),
+             source_file, at),
+        )  # fmt: skip
+
+    def transcript_facts(self, session: str) -> dict[str, Any] | None:
+        """What an imported transcript said about this harness session id, or None."""
+        if not self._has("transcript_facts"):
+            return None
+        r = self.conn.execute(
+            "SELECT harness, facts, source_file, imported_at FROM transcript_facts"
+            " WHERE session = ?",
+            (session,),
+        ).fetchone()
+        if r is None:
+            return None
+        return {"harness": r[0], **json.loads(r[1]), "source_file": r[2], "imported_at": r[3]}
 
     def size_bytes(self) -> int:
         total = 0

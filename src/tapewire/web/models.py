@@ -60,6 +60,19 @@ class Session(BaseModel):
     forks: list[Fork] | None = Field(
         None, description="the sessions forked from this one (in a single session's summary)"
     )
+    source: str = Field(
+        "wire",
+        description="where its turns come from: wire (captured by the proxy), transcript "
+        "(imported from the agent's transcript file: the exact bytes and timings are not "
+        "known, request bodies are rebuilt, times are the transcript's record times) or "
+        "wire+transcript (a capture that an imported transcript completed)",
+    )
+    facts: dict[str, Any] | None = Field(
+        None,
+        description="what an imported transcript said beyond the conversation (cwd, git "
+        "branch, harness version, local commands, subagent links; in a single session's "
+        "summary; null when none was imported)",
+    )
 
 
 class SessionPage(BaseModel):
