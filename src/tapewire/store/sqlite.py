@@ -322,23 +322,30 @@ class SQLiteStore:
         finally:
             self._in_batch = False
 
-    def write_derived(self, items: list[Derived]) -> None:
+    @contextlib.contextmanager
+    def _atomic(self, name: str) -> Iterator[None]:
+        """All or nothing: a transaction of its own, or inside a `derived_batch` a savepoint
+        (one failing item must not undo the batch's others)."""
         c = self.conn
         begin, commit, rollback = (
-            ("SAVEPOINT derived", "RELEASE derived", "ROLLBACK TO derived")
+            (f"SAVEPOINT {name}", f"RELEASE {name}", f"ROLLBACK TO {name}")
             if self._in_batch
             else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
         )
         c.execute(begin)
         try:
-            for d in items:
-                self._write_derived(d)
+            yield
             c.execute(commit)
         except BaseException:
             c.execute(rollback)
             if self._in_batch:
                 c.execute(commit)  # a savepoint rolled back to is still open
             raise
+
+    def write_derived(self, items: list[Derived]) -> None:
+        with self._atomic("derived"):
+            for d in items:
+                self._write_derived(d)
 
     def _write_derived(self, d: Derived) -> None:
         c = self.conn
@@ -446,25 +453,14 @@ class SQLiteStore:
 
     def replace_findings(self, session: str, rows: list[dict[str, Any]]) -> None:
         """A session's findings, all of them at once (the analysis of its whole record)."""
-        c = self.conn
-        begin, commit, rollback = (
-            ("SAVEPOINT findings", "RELEASE findings", "ROLLBACK TO findings")
-            if self._in_batch
-            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
-        )
-        c.execute(begin)
-        try:
-            c.execute("DELETE FROM findings WHERE session = ?", (session,))
-            c.executemany(
+        with self._atomic("findings"):
+            self.conn.execute("DELETE FROM findings WHERE session = ?", (session,))
+            self.conn.executemany(
                 "INSERT INTO findings (session, id, kind, severity, title, turns, evidence)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(session, r["id"], r["kind"], SEVERITY_RANK[r["severity"]], r["title"],
                   _dumps(r["turns"]), _dumps(r["evidence"])) for r in rows],
             )  # fmt: skip
-            c.execute(commit)
-        except BaseException:
-            c.execute(rollback)
-            raise
 
     def finding_rows(
         self, sessions: list[str] | None = None, since: float | None = None
