@@ -27,6 +27,8 @@ from tapewire.journal.worker import IngestWorker
 from tapewire.journal.writer import JournalWriter
 from tapewire.model import RunContext, new_id
 from tapewire.redact import Redactor
+from tapewire.store import location
+from tapewire.store.location import DbRef
 
 log = logging.getLogger("tapewire")
 
@@ -35,8 +37,8 @@ STATE_FILE = "serve.json"
 
 @dataclass
 class Settings:
-    db: Path
-    journal: Path | None = None  # default: <db>.journal beside the database
+    db: DbRef
+    journal: Path | None = None  # default: location.default_journal(db)
     host: str = "127.0.0.1"
     port: int = 8080
     upstreams: list[str] = field(default_factory=list)  # NAME=URL over the public defaults
@@ -58,7 +60,7 @@ class Settings:
 
     @property
     def journal_dir(self) -> Path:
-        return self.journal or Path(str(self.db) + ".journal")
+        return self.journal or location.default_journal(self.db)
 
 
 def is_loopback(host: str) -> bool:
@@ -167,7 +169,7 @@ class Service:
             "pid": os.getpid(),
             "url": self.url,
             "run": self.run_id,
-            "db": str(self.settings.db),
+            "db": location.display(self.settings.db),
         }
         (self.settings.journal_dir / STATE_FILE).write_text(json.dumps(state))
 
@@ -178,7 +180,7 @@ class Service:
             "url": self.url,
             "run": self.run_id,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "db": str(self.settings.db),
+            "db": location.display(self.settings.db),
             "journal": str(self.settings.journal_dir),
             "capture": self.recorder.status(),
             "journal_records_written": self.journal.records_written,

@@ -16,6 +16,7 @@ from tapewire.cli.output import console, emit_json
 from tapewire.config import ConfigError
 from tapewire.query import drift as drift_runs
 from tapewire.query import findings, sessions
+from tapewire.store.location import DbRef
 
 _STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
 
@@ -61,7 +62,7 @@ def analyze(
     fail_on: str,
     min_severity: str,
     as_json: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """Find loops, stalls, error bursts and anomalies in SESSIONs (default: every session, or
@@ -130,7 +131,7 @@ def drift(
     family: str | None,
     like: str | None,
     as_json: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """How far two or more runs of one task drifted apart: the edit distance between their

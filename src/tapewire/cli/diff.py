@@ -13,6 +13,7 @@ from tapewire.cli import reading
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json
 from tapewire.query import diff as diff_runs
+from tapewire.store.location import DbRef
 
 
 @click.command()
@@ -20,7 +21,7 @@ from tapewire.query import diff as diff_runs
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def diff(a: str, b: str, as_json: bool, db: Path, journal: Path | None) -> None:
+def diff(a: str, b: str, as_json: bool, db: DbRef, journal: Path | None) -> None:
     """Align runs A and B turn by turn and by their tool calls: where they first diverge,
     which tool calls differ, and what the difference cost. Exit code 1 when they differ."""
     store = reading.open_db(db)

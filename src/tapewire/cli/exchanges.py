@@ -8,17 +8,18 @@ import click
 
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, size, table, when
-from tapewire.store import open_store
+from tapewire.store import location, open_store
+from tapewire.store.location import DbRef
 
 
 @click.command()
 @click.option("--limit", "-n", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def exchanges(limit: int, as_json: bool, db: Path, journal: Path | None) -> None:
+def exchanges(limit: int, as_json: bool, db: DbRef, journal: Path | None) -> None:
     """List recorded exchanges, newest first."""
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
+    if not location.exists(db):
+        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
     store = open_store(db, readonly=True)
     try:
         rows = store.exchanges(limit=limit)

@@ -14,6 +14,7 @@ from tapewire.cli.options import db_option
 from tapewire.cli.output import console
 from tapewire.query import export_records
 from tapewire.store import Store
+from tapewire.store.location import DbRef
 
 
 @click.command()
@@ -43,7 +44,7 @@ def export(
     protocol: str,
     headers: tuple[str, ...],
     content: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """Export SESSIONS (all when none are named), oldest first: as JSONL, per session a

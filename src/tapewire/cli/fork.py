@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -31,6 +30,7 @@ from tapewire.replay.fork import (
     send,
 )
 from tapewire.service import ServiceThread, running_state
+from tapewire.store.location import DbRef
 
 INGEST_WAIT = 30.0  # seconds a running `tapewire serve` gets to store and derive the fork
 
@@ -168,7 +168,7 @@ def _send(
         raise click.ClickException(str(e)) from None
 
 
-def _wait_ingested(db: Path, name: str) -> None:
+def _wait_ingested(db: DbRef, name: str) -> None:
     deadline = time.monotonic() + INGEST_WAIT
     while time.monotonic() < deadline:
         store = reading.open_db(db)
@@ -183,7 +183,7 @@ def _wait_ingested(db: Path, name: str) -> None:
 
 
 def _report(
-    db: Path, point: ForkPoint, name: str, edited: str | None, sent: Sent, as_json: bool
+    db: DbRef, point: ForkPoint, name: str, edited: str | None, sent: Sent, as_json: bool
 ) -> None:
     store = reading.open_db(db)
     try:

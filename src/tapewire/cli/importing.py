@@ -20,6 +20,7 @@ from tapewire.importers import (
 )
 from tapewire.pricing import PriceTable
 from tapewire.store import Store, open_store
+from tapewire.store.location import DbRef
 
 Importer = Callable[..., Report]
 
@@ -44,7 +45,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="The report as one 
 @prices_option
 @db_option
 def claude_code(
-    paths: tuple[Path, ...], as_json: bool, prices: Path | None, db: Path, journal: Path | None
+    paths: tuple[Path, ...], as_json: bool, prices: Path | None, db: DbRef, journal: Path | None
 ) -> None:
     """Claude Code transcripts: PATHS are files or directories (default ~/.claude/projects/),
     main session files and their subagents' agent-*.jsonl."""
@@ -57,7 +58,7 @@ def claude_code(
 @prices_option
 @db_option
 def codex(
-    paths: tuple[Path, ...], as_json: bool, prices: Path | None, db: Path, journal: Path | None
+    paths: tuple[Path, ...], as_json: bool, prices: Path | None, db: DbRef, journal: Path | None
 ) -> None:
     """Codex rollout files: PATHS are files or directories (default ~/.codex/sessions/)."""
     _run("codex", import_codex, paths, as_json, prices, db)
@@ -69,7 +70,7 @@ def _run(
     paths: tuple[Path, ...],
     as_json: bool,
     prices: Path | None,
-    db: Path,
+    db: DbRef,
 ) -> None:
     roots = list(paths) or [default_path(harness)]
     missing = [p for p in roots if not p.exists()]

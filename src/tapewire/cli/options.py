@@ -12,6 +12,8 @@ import click
 import platformdirs
 
 from tapewire.service import Settings
+from tapewire.store import location
+from tapewire.store.location import DbRef
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,14 +31,31 @@ def prices_option(f: F) -> F:
     )(f)
 
 
+class DatabaseType(click.ParamType):  # type: ignore[type-arg]
+    """A SQLite file's path or a PostgreSQL URL."""
+
+    name = "PATH|URL"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> DbRef:
+        db = location.parse(value)
+        if isinstance(db, Path) and db.is_dir():
+            self.fail(f"{db} is a directory, not a database file", param, ctx)
+        return db
+
+
+DATABASE = DatabaseType()
+
+
 def database_option(f: F) -> F:
     return click.option(
         "--db",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=DATABASE,
         envvar="TAPEWIRE_DB",
         default=default_db,
         show_default="the user data directory",
-        help="SQLite database file.",
+        help="SQLite database file, or a PostgreSQL URL (postgresql://user:pass@host/db).",
     )(f)
 
 
@@ -46,7 +65,8 @@ def db_option(f: F) -> F:
         "--journal",
         type=click.Path(path_type=Path, file_okay=False),
         envvar="TAPEWIRE_JOURNAL",
-        help="Journal directory. Default: <db>.journal beside the database.",
+        help="Journal directory. Default: <db>.journal beside a SQLite file; for PostgreSQL, "
+        "one per database in the user data directory.",
     )(f)
     return database_option(f)
 

@@ -3,20 +3,19 @@ figures' short forms."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from tapewire.figures import cost, duration, tokens
 from tapewire.query import SessionNotFound, parse_time, resolve_session
-from tapewire.store import Store, open_store
+from tapewire.store import Store, location, open_store
+from tapewire.store.location import DbRef
 
 __all__ = ["cost", "duration", "open_db", "session_ref", "since", "tokens"]
 
 
-def open_db(db: Path) -> Store:
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
+def open_db(db: DbRef) -> Store:
+    if not location.exists(db):
+        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
     return open_store(db, readonly=True)
 
 

@@ -13,21 +13,22 @@ from tapewire.derive import Deriver
 from tapewire.derive.verify import verify as verify_store
 from tapewire.pricing import PriceTable
 from tapewire.service import Settings, running_state
-from tapewire.store import open_store
+from tapewire.store import location, open_store
+from tapewire.store.location import DbRef
 
 
-def _journal_dir(db: Path, journal: Path | None) -> Path:
+def _journal_dir(db: DbRef, journal: Path | None) -> Path:
     return Settings(db=db, journal=journal).journal_dir
 
 
 @click.command()
 @prices_option
 @db_option
-def rederive(prices: Path | None, db: Path, journal: Path | None) -> None:
+def rederive(prices: Path | None, db: DbRef, journal: Path | None) -> None:
     """Drop the derived layer (sessions, turns, nodes, tool calls, search) and rebuild it from
     the raw exchanges, to the same ids."""
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
+    if not location.exists(db):
+        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
     if running_state(_journal_dir(db, journal)) is not None:
         raise click.ClickException("tapewire serve is running on this database: stop it first")
     store = open_store(db)
@@ -53,11 +54,11 @@ def rederive(prices: Path | None, db: Path, journal: Path | None) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def verify(as_json: bool, db: Path, journal: Path | None) -> None:
+def verify(as_json: bool, db: DbRef, journal: Path | None) -> None:
     """Check the record: re-hash every body and node, check parent links, and that every
     exchange still decodes and has its turn. Exits 1 when something is wrong."""
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
+    if not location.exists(db):
+        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
     store = open_store(db, readonly=True)
     try:
         report = verify_store(store)

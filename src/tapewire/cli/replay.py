@@ -18,6 +18,7 @@ from tapewire.capture.routing import DEFAULT_UPSTREAMS, PROVIDER_NAMES
 from tapewire.cli import reading
 from tapewire.cli.options import db_option, split_hostport
 from tapewire.cli.output import console
+from tapewire.store.location import DbRef
 
 if TYPE_CHECKING:  # the replay's modules load when a replay runs
     from tapewire.replay.check import Checked
@@ -70,7 +71,7 @@ def replay(
     on_miss: str,
     upstreams: tuple[str, ...],
     check: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """Serve SESSION's recorded responses to an agent's requests, byte-exact, in the recorded
@@ -112,7 +113,7 @@ def _check(results: Sequence[Checked]) -> None:
 def _serve(
     recording: Recording,
     sid: str,
-    db: Path,
+    db: DbRef,
     host: str,
     port: int,
     timing: str,

@@ -13,6 +13,7 @@ from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, when
 from tapewire.query import SearchSyntaxError
 from tapewire.query import search as run_search
+from tapewire.store.location import DbRef
 
 
 @click.command()
@@ -38,7 +39,7 @@ def search(
     limit: int,
     rank: bool,
     as_json: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """Search every session's prompts, responses, thinking, tool arguments and tool results.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,6 +19,8 @@ from tapewire.cli.ui import UI_PORT, read_api_line
 from tapewire.journal.segments import JournalLocked
 from tapewire.pricing import PriceTable
 from tapewire.service import Service, new_loop
+from tapewire.store import location
+from tapewire.store.location import DbRef
 
 if TYPE_CHECKING:
     from tapewire.web import ReadServer
@@ -109,7 +110,7 @@ def serve(
         loop.close()
 
 
-def _read_server(db: Path, ui_listen: str, token: str | None) -> ReadServer:
+def _read_server(db: DbRef, ui_listen: str, token: str | None) -> ReadServer:
     """The read API on its own thread and loop; ValueError beyond loopback without a token."""
     from tapewire.web import ReadServer
 
@@ -145,7 +146,7 @@ async def _serve(service: Service, read: ReadServer | None) -> None:
         ) from None
     url = service.url
     click.echo(f"tapewire {service.run_id[:8]} recording on {url}", err=True)
-    click.echo(f"  database: {service.settings.db}", err=True)
+    click.echo(f"  database: {location.display(service.settings.db)}", err=True)
     click.echo("Point your agent at it:", err=True)
     for line in agent_lines(url):
         click.echo(line, err=True)

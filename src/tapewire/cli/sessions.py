@@ -15,6 +15,7 @@ from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, table, when
 from tapewire.query import lanes, raw_exchange, session_detail
 from tapewire.query import sessions as list_sessions
+from tapewire.store.location import DbRef
 
 
 @click.command()
@@ -32,7 +33,7 @@ def sessions(
     cwd: str | None,
     limit: int | None,
     as_json: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """List recorded sessions, newest first."""
@@ -87,7 +88,7 @@ def show(
     raw_no: int | None,
     thinking: bool,
     as_json: bool,
-    db: Path,
+    db: DbRef,
     journal: Path | None,
 ) -> None:
     """Show a session's timeline: per turn what the agent saw that was new, what it decided,

@@ -14,7 +14,8 @@ from tapewire.cli.output import console, emit_json, size, when
 from tapewire.journal.ingest import read_status
 from tapewire.journal.segments import backlog_bytes
 from tapewire.service import running_state
-from tapewire.store import open_store
+from tapewire.store import location, open_store
+from tapewire.store.location import DbRef
 
 
 def live_status(journal_dir: Path) -> dict[str, Any] | None:
@@ -29,9 +30,9 @@ def live_status(journal_dir: Path) -> dict[str, Any] | None:
         return {"url": state["url"], "pid": state["pid"], "unreachable": str(e)}
 
 
-def gather(db: Path, journal_dir: Path) -> dict[str, Any]:
-    report: dict[str, Any] = {"db": str(db), "journal": str(journal_dir)}
-    if db.exists():
+def gather(db: DbRef, journal_dir: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {"db": location.display(db), "journal": str(journal_dir)}
+    if location.exists(db):
         try:
             store = open_store(db, readonly=True)
             try:
@@ -59,16 +60,16 @@ def gather(db: Path, journal_dir: Path) -> dict[str, Any]:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def status(as_json: bool, db: Path, journal: Path | None) -> None:
+def status(as_json: bool, db: DbRef, journal: Path | None) -> None:
     """Exchanges recorded, drops by reason, journal backlog, store size."""
-    journal_dir = journal or Path(str(db) + ".journal")
+    journal_dir = journal or location.default_journal(db)
     report = gather(db, journal_dir)
     if as_json:
         emit_json(report)
         return
     out = console()
     store = report.get("store")
-    out.print(f"[bold]database[/] {db}")
+    out.print(f"[bold]database[/] {location.display(db)}")
     if "store_error" in report:
         out.print(f"  [red]store unreadable:[/] {report['store_error']}")
     elif store is None:

@@ -11,6 +11,7 @@ from tapewire.cli import reading
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, table
 from tapewire.query import tool_stats
+from tapewire.store.location import DbRef
 
 
 def _ms(v: float | None) -> str:
@@ -21,7 +22,7 @@ def _ms(v: float | None) -> str:
 @click.option("--session", help="Only this session (id, prefix, /s/ name or harness id).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for programs.")
 @db_option
-def tools(session: str | None, as_json: bool, db: Path, journal: Path | None) -> None:
+def tools(session: str | None, as_json: bool, db: DbRef, journal: Path | None) -> None:
     """Per tool: calls, errors, error rate, median and p95 latency (from the response that
     asked to the request that answered), across every session or one."""
     store = reading.open_db(db)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 
 import click
 
 from tapewire.cli.options import database_option, setup_logging, split_hostport
+from tapewire.store import location
+from tapewire.store.location import DbRef
 
 UI_PORT = 8081
 
@@ -34,16 +35,16 @@ def read_api_line(url: str) -> str:
     help="Required to listen beyond loopback: clients send Authorization: Bearer TOKEN.",
 )
 @click.option("-v", "--verbose", is_flag=True)
-def ui(db: Path, listen: str, token: str | None, verbose: bool) -> None:
+def ui(db: DbRef, listen: str, token: str | None, verbose: bool) -> None:
     """Serve the web UI and the read API over an existing database until SIGINT or SIGTERM."""
     setup_logging(verbose)
-    if not db.exists():
-        raise click.ClickException(f"no database at {db}: nothing recorded yet")
-    serve_until_signalled(db, listen, token, f"  database: {db}")
+    if not location.exists(db):
+        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
+    serve_until_signalled(db, listen, token, f"  database: {location.display(db)}")
 
 
 def serve_until_signalled(
-    db: Path, listen: str, token: str | None, note: str, busy_hint: str = ""
+    db: DbRef, listen: str, token: str | None, note: str, busy_hint: str = ""
 ) -> None:
     """The read side (web UI and API) over `db` until SIGINT or SIGTERM; prints its URL and
     `note`. `busy_hint` follows the error when the address is taken."""

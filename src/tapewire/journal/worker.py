@@ -24,6 +24,7 @@ from tapewire.journal.segments import list_segments
 from tapewire.pricing import PriceTable
 from tapewire.redact import Redactor
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 log = logging.getLogger("tapewire.ingest")
 
@@ -37,7 +38,7 @@ class IngestWorker:
     def __init__(
         self,
         directory: Path,
-        db: Path,
+        db: DbRef,
         *,
         recorder: str,
         run: str,

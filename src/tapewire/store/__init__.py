@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from tapewire.model import Exchange, ExchangeEnd, RunContext
+from tapewire.store import location
 from tapewire.store.derived import Derived
+from tapewire.store.location import DbRef
 
 
 @dataclass
@@ -148,12 +149,14 @@ class Store(Protocol):
     def blob_rows(self) -> Iterator[tuple[str, int]]: ...
 
 
-def open_store(url: str | Path, *, readonly: bool = False) -> Store:
-    """readonly: for commands that only read; never migrates, never writes."""
-    text = str(url)
-    if text.startswith(("postgres://", "postgresql://")):
-        raise ValueError("the PostgreSQL backend is not built yet; use a SQLite path")
+def open_store(url: DbRef, *, readonly: bool = False) -> Store:
+    """A SQLite path or a PostgreSQL URL. readonly: for commands that only read; never
+    migrates, never writes."""
+    db = location.parse(url)
+    if isinstance(db, str):
+        from tapewire.store.postgres import PostgresStore
+
+        return PostgresStore(db, readonly=readonly)
     from tapewire.store.sqlite import SQLiteStore
 
-    path = Path(text.removeprefix("sqlite:///").removeprefix("sqlite://"))
-    return SQLiteStore(path, readonly=readonly)
+    return SQLiteStore(db, readonly=readonly)

@@ -1,9 +1,11 @@
-"""Named schema migrations for SQLite, each applied with its bookkeeping row in one transaction."""
+"""Named schema migrations, each applied with its bookkeeping row in one transaction: SQLite's
+here, PostgreSQL's (the same tables in its types) in `postgres_schema.py`, one runner for both."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -213,30 +215,42 @@ DERIVED_TABLES = (
 )  # fmt: skip
 
 
-def ensure_table(conn: sqlite3.Connection) -> None:
+class Connection(Protocol):
+    def execute(self, sql: str, args: Sequence[Any] = ...) -> Any: ...
+
+
+def ensure_table(conn: Connection) -> None:
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at"
+        " DOUBLE PRECISION NOT NULL)"
     )
 
 
-def applied(conn: sqlite3.Connection) -> set[str]:
+def applied(conn: Connection) -> set[str]:
     ensure_table(conn)
     return {row[0] for row in conn.execute("SELECT name FROM _migrations")}
 
 
-def pending(conn: sqlite3.Connection) -> list[str]:
+def pending(conn: Connection, migrations: list[tuple[str, str]] | None = None) -> list[str]:
     done = applied(conn)
-    return [name for name, _ in MIGRATIONS if name not in done]
+    return [name for name, _ in migrations or MIGRATIONS if name not in done]
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply what is pending; the connection must be in autocommit mode."""
+def migrate(
+    conn: Connection,
+    migrations: list[tuple[str, str]] | None = None,
+    begin: tuple[str, ...] = ("BEGIN IMMEDIATE",),
+) -> list[str]:
+    """Apply what is pending, each migration with its bookkeeping row in one transaction;
+    `begin` opens it and takes whatever lock keeps two processes from both applying one.
+    The connection must be in autocommit mode."""
     done = applied(conn)
     ran = []
-    for name, sql in MIGRATIONS:
+    for name, sql in migrations or MIGRATIONS:
         if name in done:
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        for statement in begin:
+            conn.execute(statement)
         try:
             if name in applied(conn):  # another process got there first
                 conn.execute("ROLLBACK")

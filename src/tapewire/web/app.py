@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -20,6 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
 
 from tapewire import __version__, query
+from tapewire.store import location
+from tapewire.store.location import DbRef
 from tapewire.web import api, pages
 from tapewire.web.guard import CSP, DOCS_PATH, SECURITY_HEADERS, UI_CSP, Guard, docs_csp
 from tapewire.web.params import error
@@ -50,7 +53,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    db: Path, *, token: str | None = None, hosts: Collection[str] | None = None
+    db: DbRef, *, token: str | None = None, hosts: Collection[str] | None = None
 ) -> FastAPI:
     """The read API over the database at `db` (opened read-only, lazily: it may not exist
     yet). `token`: required of every request. `hosts`: the Host names it answers to (None:
@@ -102,10 +105,12 @@ def create_app(
 
     @app.exception_handler(FileNotFoundError)
     async def no_database(request: Request, exc: FileNotFoundError) -> Response:
-        return problem(request, 503, f"no database at {db} yet: nothing recorded")
+        return problem(request, 503, f"no database at {location.display(db)} yet: nothing recorded")
 
     @app.exception_handler(sqlite3.Error)
-    async def unreadable(request: Request, exc: sqlite3.Error) -> Response:
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(ConnectionError)  # PostgreSQL unreachable (store/postgres.py)
+    async def unreadable(request: Request, exc: Exception) -> Response:
         log.warning("read API: %s", exc)
         return problem(request, 503, f"the database cannot be read: {exc}")
 

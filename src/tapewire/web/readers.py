@@ -10,13 +10,13 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from tapewire import query
 from tapewire.store import Store, open_store
+from tapewire.store.location import DbRef
 
 log = logging.getLogger("tapewire.web")
 
@@ -41,7 +41,7 @@ class Readers:
     thread, when the readers stop. (A ThreadPoolExecutor cannot close what its threads
     opened.) Threads start again at the next job after a stop."""
 
-    def __init__(self, db: Path, threads: int = READ_THREADS) -> None:
+    def __init__(self, db: DbRef, threads: int = READ_THREADS) -> None:
         self.db = db
         self.size = threads
         self._jobs: queue.SimpleQueue[tuple[Callable[[Store], Any], Future[Any]] | None] = (
@@ -100,7 +100,7 @@ class ExportStream:
     is opened until the response's body is first asked for, and everything is closed when it
     ends, fails or the client goes away."""
 
-    def __init__(self, db: Path, ids: list[str] | None) -> None:
+    def __init__(self, db: DbRef, ids: list[str] | None) -> None:
         self._db = db
         self._ids = ids
         self._store: Store | None = None

@@ -8,11 +8,11 @@ import asyncio
 import socket
 import threading
 import time
-from pathlib import Path
 
 import uvicorn
 
 from tapewire.service import is_loopback, new_loop
+from tapewire.store.location import DbRef
 from tapewire.web.app import create_app
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -41,7 +41,7 @@ class ReadServer:
     and with one every request must carry it (`Authorization: Bearer <token>`)."""
 
     def __init__(
-        self, db: Path, host: str = "127.0.0.1", port: int = 8081, token: str | None = None
+        self, db: DbRef, host: str = "127.0.0.1", port: int = 8081, token: str | None = None
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(

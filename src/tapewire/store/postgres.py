@@ -1,0 +1,224 @@
+"""The PostgreSQL backend, for teams: many proxies, one database. psycopg 3 with a connection
+pool per process; the schema migrated on open, as for SQLite; search by a `tsvector` column
+with a GIN index. Everything else is `SQLStore`, the SQL both backends run."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from tapewire.store import location
+from tapewire.store.migrations import migrate
+from tapewire.store.postgres_schema import MIGRATIONS
+from tapewire.store.sql import SQLStore
+
+# Texts past this many characters are indexed up to it: a tsvector holds at most 1 MB.
+SEARCH_CHARS = 200_000
+_MIGRATE_LOCK = 0x7461_7065_7769_7265 >> 1  # "tapewire": one migrator at a time per database
+_CONNECT_TIMEOUT = 10  # seconds to wait for a connection: the server may be down
+
+_pools: dict[tuple[str, bool], ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=512)
+def _paramstyle(sql: str) -> str:
+    """sqlite3's `?` placeholders as psycopg's `%s` (a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Connection:
+    """A psycopg connection with sqlite3's face: `execute(sql, args)` with `?` placeholders,
+    returning a cursor with rowcount, fetchone, fetchall and iteration."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if not args:
+            return self.raw.execute(sql.encode())  # as bytes: nothing in it is a placeholder
+        return self.raw.execute(_paramstyle(sql).encode(), args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.raw.cursor().executemany(_paramstyle(sql).encode(), rows)
+
+
+def _read_only(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+
+def _pool(url: str, readonly: bool) -> ConnectionPool:
+    """One pool per database (and mode) per process, shared by every store opened on it: the
+    read side opens a store per reader thread and per export."""
+    key = (url, readonly)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=16,
+                kwargs={"autocommit": True},
+                configure=_read_only if readonly else None,
+                check=ConnectionPool.check_connection,  # a server restart breaks idle ones
+                name="tapewire-ro" if readonly else "tapewire",
+                open=True,
+            )
+            _pools[key] = pool
+        return pool
+
+
+@atexit.register
+def close_pools() -> None:
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        with contextlib.suppress(Exception):
+            pool.close(timeout=2)
+
+
+class PostgresStore(SQLStore):
+    BEGIN = "BEGIN"
+    LEAST, GREATEST = "least", "greatest"
+    BYTES = "octet_length"
+    REAL = "DOUBLE PRECISION"
+
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        super().__init__()
+        self.url = url
+        self._pool = _pool(url, readonly)
+        try:
+            raw = self._pool.getconn(timeout=_CONNECT_TIMEOUT)
+        except Exception as e:  # PoolTimeout says little: say where and why
+            raise ConnectionError(
+                f"cannot connect to PostgreSQL at {location.display(url)}: {e}"
+            ) from e
+        self.conn = _Connection(raw)
+        if readonly:
+            if not self._table_exists("_migrations"):
+                self.close()
+                raise FileNotFoundError(f"no tapewire database at {location.display(url)}")
+            return
+        try:
+            self.conn.execute("SELECT pg_advisory_lock(?)", (_MIGRATE_LOCK,))
+            try:
+                migrate(self.conn, MIGRATIONS, begin=("BEGIN",))
+            finally:
+                self.conn.execute("SELECT pg_advisory_unlock(?)", (_MIGRATE_LOCK,))
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- the dialect -----------------------------------------------------------------------
+
+    def _json(self, column: str, key: str, text: bool = False) -> str:
+        return f"({column}::jsonb {'->>' if text else '->'} '{key}')"
+
+    def _string_agg(self, expr: str) -> str:
+        return f"string_agg(DISTINCT {expr}, ',')"
+
+    def _table_exists(self, table: str) -> bool:
+        row = self.conn.execute("SELECT to_regclass(?)", (table,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def _column_names(self, table: str) -> set[str]:
+        return {
+            r[0]
+            for r in self.conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+        }
+
+    def _binary(self, value: str | bytes | None) -> str | bytes | None:
+        return value.encode() if isinstance(value, str) else value
+
+    def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+        # A server-side cursor: a million nodes are not fetched into memory at once.
+        with self.conn.raw.transaction(), self.conn.raw.cursor(name="tapewire_stream") as cur:
+            cur.itersize = 2000
+            cur.execute(sql.encode())
+            yield from cur
+
+    # ---- full-text search: tsvector ----------------------------------------------------------
+
+    def _add_search_row(
+        self, node: str, kind: str, call_id: str | None, ordinal: int, text: str
+    ) -> None:
+        # PostgreSQL text cannot hold NUL; the node keeps the text whole.
+        text = text[:SEARCH_CHARS].replace("\x00", " ")
+        self.conn.execute(
+            "INSERT INTO search_rows (node, kind, call, ordinal, tsv)"
+            " VALUES (?, ?, ?, ?, to_tsvector('simple', ?))",
+            (node, kind, call_id, ordinal, text),
+        )
+
+    def search_hits(
+        self,
+        query: str,
+        *,
+        session: str | None = None,
+        model: str | None = None,
+        tool: str | None = None,
+        role: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        rank: bool = False,
+    ) -> list[dict[str, Any]]:
+        """As SQLite's, with PostgreSQL's web-search syntax (words, "a phrase", OR, -word):
+        newest first, or best first (ts_rank, negated so that lower ranks better, as bm25)."""
+        filters, args = self._search_filters(session, model, tool, role, since)
+        order = "9, r.rowid" if rank else "r.rowid DESC"
+        sql = (
+            "SELECT r.node, r.kind, r.ordinal, n.role, t.exchange, t.session, t.started_at,"
+            " coalesce(t.response_model, t.model), -ts_rank(r.tsv, q.q)"
+            " FROM (SELECT websearch_to_tsquery('simple', ?) AS q) q"
+            " JOIN search_rows r ON r.tsv @@ q.q JOIN nodes n ON n.id = r.node"
+            " JOIN node_turns nt ON nt.node = r.node JOIN turns t ON t.exchange = nt.exchange"
+            + "".join(f" AND {f}" for f in filters)
+            + f" ORDER BY {order}, t.started_at DESC, t.exchange LIMIT ? OFFSET ?"
+        )
+        return self._hits(self.conn.execute(sql, (query, *args, limit, offset)).fetchall())
+
+    def search_nodes(self, query: str, limit: int = 50) -> list[tuple[str, str]]:
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                "SELECT r.node, r.kind FROM search_rows r,"
+                " websearch_to_tsquery('simple', ?) q WHERE r.tsv @@ q"
+                " ORDER BY ts_rank(r.tsv, q) DESC, r.rowid LIMIT ?",
+                (query, limit),
+            )
+        ]
+
+    # ---- the database ------------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """The tables of this schema with their indexes and TOAST: what tapewire holds."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        raw = self.conn.raw if hasattr(self, "conn") else None
+        if raw is None:
+            return
+        del self.conn
+        with contextlib.suppress(Exception):
+            if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raw.rollback()
+        self._pool.putconn(raw)  # a broken connection is discarded by the pool
