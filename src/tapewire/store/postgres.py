@@ -77,10 +77,11 @@ def _pool(url: str, readonly: bool) -> ConnectionPool:
 
 
 @atexit.register
-def close_pools() -> None:
+def close_pools(url: str | None = None) -> None:
+    """Close the pools of this database (all of them: None), with their connections."""
     with _pools_lock:
-        pools = list(_pools.values())
-        _pools.clear()
+        keys = [k for k in _pools if url is None or k[0] == url]
+        pools = [_pools.pop(k) for k in keys]
     for pool in pools:
         with contextlib.suppress(Exception):
             pool.close(timeout=2)

@@ -821,7 +821,9 @@ class SQLStore:
                 else " 0, NULL"
             )
             + f" FROM ({page}) s LEFT JOIN turns t ON t.session = s.id"
-            " GROUP BY s.id ORDER BY s.started_at DESC, s.id"
+            # Every column named: PostgreSQL infers none from a subquery's key.
+            " GROUP BY s.id, s.harness, s.harness_session_id, s.name, s.title, s.started_at,"
+            " s.ended_at ORDER BY s.started_at DESC, s.id"
         )
         out = []
         for r in self.conn.execute(sql, args):
