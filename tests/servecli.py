@@ -10,22 +10,40 @@ import sys
 import time
 from pathlib import Path
 
+from tapewire.store import location
+from tapewire.store.location import DbRef
+
 
 class ServeProcess:
-    def __init__(self, db: Path, upstream_url: str, *extra: str, log: Path | None = None) -> None:
+    """journal: where serve keeps it (--journal); default, where serve puts it by itself (beside
+    a SQLite file, under XDG_DATA_HOME for PostgreSQL). The log: beside a SQLite file, else
+    beside the journal."""
+
+    def __init__(
+        self,
+        db: DbRef,
+        upstream_url: str,
+        *extra: str,
+        log: Path | None = None,
+        journal: Path | None = None,
+    ) -> None:
         self.db = db
-        self.journal = Path(f"{db}.journal")
-        self.log = log or db.with_suffix(".log")
+        self.journal = journal or location.default_journal(db)
+        self.log = log or (
+            db.with_suffix(".log") if isinstance(db, Path) else Path(f"{self.journal}.log")
+        )
         self.args = [
             sys.executable, "-m", "tapewire", "serve", "--listen", "127.0.0.1:0", "--db", str(db),
             "--grace", "5", "--ui-listen", "127.0.0.1:0",
             *(f"--upstream={n}={upstream_url}" for n in ("anthropic", "openai", "ollama")),
+            *(["--journal", str(journal)] if journal is not None else []),
             *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self, timeout: float = 20.0) -> ServeProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -23,10 +22,11 @@ from tapewire.journal.format import decode_at, encode
 from tapewire.journal.records import end_record, to_end
 from tapewire.model import ChunkMap, Evidence, Exchange, ExchangeEnd, Outcome, new_id
 from tapewire.service import Service, ServiceThread
-from tapewire.store import Batch, ExchangeRow, open_store
+from tapewire.store import Batch, ExchangeRow, open_store, postgres_schema
 from tapewire.store import migrations as migrations_module
+from tapewire.store import postgres as postgres_module
+from tapewire.store.location import DbRef
 from tapewire.store.migrations import MIGRATIONS, pending
-from tapewire.store.sqlite import SQLiteStore
 
 # ---- helpers -------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ async def test_tapewire_own_error_answer_is_one_chunk(
     assert row.response_chunks == [(len(body), 0.0)]
 
 
-def test_the_recorded_claude_session_stores_maps_summing_to_each_body(recorded_db: Path) -> None:
+def test_the_recorded_claude_session_stores_maps_summing_to_each_body(recorded_db: DbRef) -> None:
     store = open_store(recorded_db, readonly=True)
     try:
         rows = store.exchanges(limit=100, with_bodies=True)
@@ -137,12 +137,12 @@ def test_the_recorded_claude_session_stores_maps_summing_to_each_body(recorded_d
 
 
 async def test_a_truncated_body_keeps_the_whole_wire_map(
-    fake: FakeProvider, tmp_path: Path
+    fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
     """The record keeps at most 1 MiB; the map still describes every byte the agent got,
     and the kept part ends on a chunk boundary (the tee keeps or drops whole chunks)."""
     payload = bytes(range(256)) * (5 * 4096)  # 5 MiB echoed back
-    settings = settings_for(fake, tmp_path, exchange_cap=1024 * 1024)
+    settings = settings_for(fake, tmp_path, db=db, exchange_cap=1024 * 1024)
     with ServiceThread(settings) as service:
         _, body = await _arrivals(
             service.url + "/v1/chat/completions", {"x-fake-scenario": "echo"}, io.BytesIO(payload)
@@ -159,13 +159,13 @@ async def test_a_truncated_body_keeps_the_whole_wire_map(
 
 @pytest.mark.parametrize(("digits", "kept"), [(19, True), (5, False)])
 async def test_redaction_keeps_the_map_only_when_the_length_holds(
-    fake: FakeProvider, tmp_path: Path, digits: int, kept: bool
+    fake: FakeProvider, tmp_path: Path, db: DbRef, digits: int, kept: bool
 ) -> None:
     """`internal-id-<digits>` is redacted to `internal-id-[REDACTED:custom-1]`: with 19
     digits the body keeps its length (and every chunk offset), with 5 it shrinks."""
     secret = "internal-id-" + "7" * digits
     payload = json.dumps({"text": "x" * 10_000 + secret + "y" * 10_000}).encode()
-    settings = settings_for(fake, tmp_path, redact_patterns=[r"internal-id-(\d+)"])
+    settings = settings_for(fake, tmp_path, db=db, redact_patterns=[r"internal-id-(\d+)"])
     with ServiceThread(settings) as service:
         _, body = await _arrivals(
             service.url + "/v1/chat/completions", {"x-fake-scenario": "echo"}, payload
@@ -224,8 +224,8 @@ def test_the_end_record_carries_the_map_and_old_records_still_read() -> None:
 # ---- the store -------------------------------------------------------------------------------
 
 
-def test_short_maps_are_json_text_and_long_ones_zstd(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+def test_short_maps_are_json_text_and_long_ones_zstd(db: DbRef) -> None:
+    store = open_store(db)
     short, long_ = _exchange(b"1"), _exchange(b"2")
     sizes = [17 + k % 300 for k in range(5000)]
     ms = [round(k * 1.7, 1) for k in range(5000)]
@@ -240,7 +240,7 @@ def test_short_maps_are_json_text_and_long_ones_zstd(tmp_path: Path) -> None:
     assert isinstance(raw[long_.id], bytes) and raw[long_.id].startswith(b"\x28\xb5\x2f\xfd")
     assert len(raw[long_.id]) < len(json.dumps({"sizes": sizes, "ms": ms})) / 2
     store.close()
-    store = SQLiteStore(tmp_path / "a.db")
+    store = open_store(db)
     row_short, row_long = store.exchange(short.id), store.exchange(long_.id)
     assert row_short is not None and row_short.response_chunks == [(1, 0.0), (2, 3.5)]
     assert row_long is not None and row_long.response_chunks == list(zip(sizes, ms, strict=True))
@@ -248,12 +248,17 @@ def test_short_maps_are_json_text_and_long_ones_zstd(tmp_path: Path) -> None:
 
 
 def test_a_store_from_before_0004_opens_reads_and_migrates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: DbRef, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "old.db"
+    # Each backend applies its own list of migrations: both stop at 0003_findings here.
+    module, migrations = (
+        (migrations_module, MIGRATIONS)
+        if backend == "sqlite"
+        else (postgres_module, postgres_schema.MIGRATIONS)
+    )
     with monkeypatch.context() as m:
-        m.setattr(migrations_module, "MIGRATIONS", MIGRATIONS[:3])  # up to 0003_findings
-        old = SQLiteStore(path)
+        m.setattr(module, "MIGRATIONS", migrations[:3])  # up to 0003_findings
+        old = open_store(db)
         ex = _exchange()
         old.write(Batch(begins=[ex]))
         old.conn.execute(
@@ -261,21 +266,20 @@ def test_a_store_from_before_0004_opens_reads_and_migrates(
             " WHERE id = ?",
             (ex.id,),
         )
+        assert "response_chunks" not in old._column_names("exchanges")
         old.close()
-    conn = sqlite3.connect(path)
-    assert "response_chunks" not in {r[1] for r in conn.execute("PRAGMA table_info(exchanges)")}
-    conn.close()
 
     # A reader never migrates: it reads the old schema, with no maps.
-    reader = open_store(path, readonly=True)
+    reader = open_store(db, readonly=True)
     row = reader.exchange(ex.id)
     assert row is not None and row.outcome == "complete" and row.response_chunks is None
     reader.close()
 
-    store = SQLiteStore(path)  # a writer applies 0004
-    assert pending(store.conn) == []
-    names = [r[0] for r in store.conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
-    assert names[-1] == "0004_response_chunks"
+    store = open_store(db)  # a writer applies 0004
+    conn = store.conn
+    assert pending(conn, migrations) == []
+    names = sorted(r[0] for r in conn.execute("SELECT name FROM _migrations"))
+    assert names == [name for name, _ in migrations] and "0004_response_chunks" in names
     row = store.exchange(ex.id)
     assert row is not None and row.response_chunks is None  # captured before the column
     new = _exchange()

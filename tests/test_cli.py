@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Databases
+from tapewire.store.location import DbRef
+
 
 def _tapewire(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -28,39 +31,45 @@ def _tapewire(*args: str) -> subprocess.CompletedProcess[str]:
         (["--listen", "nonsense:port"], "is not HOST:PORT"),
     ],
 )
-def test_serve_rejects_bad_settings(tmp_path: Path, args: list[str], message: str) -> None:
-    done = _tapewire("serve", "--db", str(tmp_path / "t.db"), *args)
+def test_serve_rejects_bad_settings(db: DbRef, args: list[str], message: str) -> None:
+    done = _tapewire("serve", "--db", str(db), *args)
     assert done.returncode != 0
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_serve_on_a_taken_port_says_so_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_serve_on_a_taken_port_says_so_and_leaves_nothing_behind(db: DbRef, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = _tapewire("serve", "--db", str(tmp_path / "t.db"), "--listen", f"127.0.0.1:{port}")
+        done = _tapewire(
+            "serve", "--db", str(db), "--journal", str(journal), "--listen", f"127.0.0.1:{port}"
+        )
     assert done.returncode == 1
     assert "cannot listen on 127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr
-    assert not (tmp_path / "t.db.journal" / "serve.json").exists()
+    assert journal.is_dir()  # it got as far as the journal,
+    assert not (journal / "serve.json").exists()  # and left no state behind
 
 
-def test_a_second_serve_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+def test_a_second_serve_on_the_same_journal_is_refused(db: DbRef) -> None:
     from servecli import ServeProcess
 
-    with ServeProcess(tmp_path / "t.db", "http://127.0.0.1:9"):
-        done = _tapewire("serve", "--db", str(tmp_path / "t.db"), "--listen", "127.0.0.1:0")
+    with ServeProcess(db, "http://127.0.0.1:9"):  # the journal where serve puts it by default
+        done = _tapewire("serve", "--db", str(db), "--listen", "127.0.0.1:0")
     assert done.returncode == 1
     assert "in use by another tapewire process" in done.stderr
 
 
-def test_reading_commands_without_a_database(tmp_path: Path) -> None:
-    done = _tapewire("exchanges", "--db", str(tmp_path / "none.db"))
+def test_reading_commands_without_a_database(dbs: Databases) -> None:
+    none = str(dbs.new("none"))  # no file; for PostgreSQL, a schema without tapewire's tables
+    done = _tapewire("exchanges", "--db", none)
     assert done.returncode == 1
     assert "nothing recorded yet" in done.stderr
-    status = _tapewire("status", "--db", str(tmp_path / "none.db"))
+    assert "Traceback" not in done.stderr
+    status = _tapewire("status", "--db", none)
     assert status.returncode == 0
     assert "nothing recorded yet" in status.stdout
     assert "not running" in status.stdout

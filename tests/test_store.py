@@ -1,5 +1,5 @@
-"""The SQLite store: migrated on open, bodies content-addressed and delta-compressed, every
-body read back exactly, however long its dictionary chain."""
+"""The store, on each backend: migrated on open, bodies content-addressed and delta-compressed,
+every body read back exactly, however long its dictionary chain."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import sqlite3
 from pathlib import Path
 
 from tapewire.model import Evidence, Exchange, ExchangeEnd, Outcome, new_id
-from tapewire.store import Batch
+from tapewire.store import Batch, open_store
+from tapewire.store import postgres_schema
 from tapewire.store.blobs import MAX_DEPTH
+from tapewire.store.location import DbRef
 from tapewire.store.migrations import MIGRATIONS, pending
 from tapewire.store.sqlite import SQLiteStore
+
+# Each backend's own migrations, under the same names.
+BACKEND_MIGRATIONS = {"sqlite": MIGRATIONS, "postgres": postgres_schema.MIGRATIONS}
 
 
 def _exchange(body: bytes, session: str | None = "s1", started: float = 1.0) -> Exchange:
@@ -41,26 +46,38 @@ def _conversation(turns: int) -> list[bytes]:
     return bodies
 
 
-def test_migrations_apply_once(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
-    assert pending(store.conn) == []
+def test_migrations_apply_once(db: DbRef, backend: str) -> None:
+    migrations = BACKEND_MIGRATIONS[backend]
+    assert [name for name, _ in migrations] == [name for name, _ in MIGRATIONS]
+    store = open_store(db)
+    assert pending(store.conn, migrations) == []
+    applied = sorted(store.conn.execute("SELECT name, applied_at FROM _migrations").fetchall())
+    assert [name for name, _ in applied] == [name for name, _ in migrations]
     store.close()
+    store = open_store(db)  # reopening an up-to-date store changes nothing
+    again = sorted(store.conn.execute("SELECT name, applied_at FROM _migrations").fetchall())
+    assert again == applied
+    store.close()
+
+
+# About the SQLite file itself: its journal mode.
+def test_a_sqlite_store_is_in_wal_mode(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "a.db").close()
     conn = sqlite3.connect(tmp_path / "a.db")
-    names = [r[0] for r in conn.execute("SELECT name FROM _migrations")]
-    assert names == [name for name, _ in MIGRATIONS]
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
-    SQLiteStore(tmp_path / "a.db").close()  # reopening an up-to-date store changes nothing
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
 
 
-def test_long_conversation_round_trips_and_compresses(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+def test_long_conversation_round_trips_and_compresses(db: DbRef) -> None:
+    store = open_store(db)
     bodies = _conversation(MAX_DEPTH + 10)  # longer than the chain cap
     for i, body in enumerate(bodies):
         ex = _exchange(body, started=float(i))
         store.write(Batch(begins=[ex], ends=[_end(ex, b"data: {}\n\n")]))
     store.close()
-    store = SQLiteStore(tmp_path / "a.db")  # cold: no cache
+    store = open_store(db)  # cold: no cache
     rows = store.exchanges(limit=1000, with_bodies=True)
     assert [r.request_body for r in reversed(rows)] == bodies
     counts = store.counts()
@@ -70,8 +87,8 @@ def test_long_conversation_round_trips_and_compresses(tmp_path: Path) -> None:
     store.close()
 
 
-def test_identical_bodies_are_stored_once(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+def test_identical_bodies_are_stored_once(db: DbRef) -> None:
+    store = open_store(db)
     body = b'{"model":"m","messages":[]}'
     exchanges = [_exchange(body) for _ in range(3)]
     store.write(Batch(begins=exchanges))
@@ -80,9 +97,9 @@ def test_identical_bodies_are_stored_once(tmp_path: Path) -> None:
     store.close()
 
 
-def test_writing_a_batch_twice_changes_nothing(tmp_path: Path) -> None:
+def test_writing_a_batch_twice_changes_nothing(db: DbRef) -> None:
     """The ingester may replay a batch after a crash between commit and checkpoint."""
-    store = SQLiteStore(tmp_path / "a.db")
+    store = open_store(db)
     ex = _exchange(b"{}")
     batch = Batch(begins=[ex], ends=[_end(ex, b"ok")], drops={})
     store.write(batch)
@@ -102,8 +119,8 @@ def test_writing_a_batch_twice_changes_nothing(tmp_path: Path) -> None:
     store.close()
 
 
-def test_an_end_without_its_begin_is_kept(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+def test_an_end_without_its_begin_is_kept(db: DbRef) -> None:
+    store = open_store(db)
     ex = _exchange(b"{}")
     store.write(Batch(ends=[_end(ex, b"late")]))
     row = store.exchange(ex.id)
@@ -112,8 +129,8 @@ def test_an_end_without_its_begin_is_kept(tmp_path: Path) -> None:
     store.close()
 
 
-def test_interrupt_stale_marks_only_dead_runs_of_this_journal(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+def test_interrupt_stale_marks_only_dead_runs_of_this_journal(db: DbRef) -> None:
+    store = open_store(db)
     old, live, other = _exchange(b"1"), _exchange(b"2"), _exchange(b"3")
     live.run_id = "live"
     other.recorder = "another-proxy"
@@ -152,8 +169,11 @@ def test_shared_suffix_agrees_with_the_obvious_definition() -> None:
         assert shared_suffix(a, b) == n
 
 
+# About the SQLite file itself: its free pages (PostgreSQL's VACUUM is the server's own).
 def test_a_clean_stop_gives_free_pages_back(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
+    SQLiteStore(path).close()
+    empty = path.stat().st_size  # the schema alone
     store = SQLiteStore(path)
     store.conn.execute("CREATE TABLE scratch (b BLOB)")
     store.conn.execute("INSERT INTO scratch VALUES (zeroblob(400000))")
@@ -163,6 +183,6 @@ def test_a_clean_stop_gives_free_pages_back(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
-        assert path.stat().st_size < 200_000
+        assert path.stat().st_size == empty  # the 400 kB went back to the file system
     finally:
         conn.close()

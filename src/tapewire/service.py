@@ -57,6 +57,7 @@ class Settings:
     otlp_endpoint: str | None = None  # continuous OpenTelemetry export (docs/otel.md)
     otlp_protocol: str = "http"
     otlp_content: bool = False
+    retain: float | None = None  # seconds: prune sessions older than this, daily (serve --retain)
 
     @property
     def journal_dir(self) -> Path:
@@ -100,6 +101,7 @@ class Service:
             otlp=(settings.otlp_endpoint, settings.otlp_protocol, settings.otlp_content)
             if settings.otlp_endpoint
             else None,
+            retain=settings.retain,
         )
         proxy = Proxy(
             self.upstreams,

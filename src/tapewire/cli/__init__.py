@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tapewire import __version__
+from tapewire.cli.admin import copy, delete, migrate, prune
 from tapewire.cli.analyze import analyze, drift
 from tapewire.cli.demo import demo
 from tapewire.cli.diff import diff
@@ -52,3 +53,7 @@ main.add_command(drift)
 main.add_command(replay)
 main.add_command(fork)
 main.add_command(import_)
+main.add_command(migrate)
+main.add_command(copy)
+main.add_command(prune)
+main.add_command(delete)

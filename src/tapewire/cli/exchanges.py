@@ -8,7 +8,7 @@ import click
 
 from tapewire.cli.options import db_option
 from tapewire.cli.output import console, emit_json, size, table, when
-from tapewire.store import location, open_store
+from tapewire.cli.reading import open_db
 from tapewire.store.location import DbRef
 
 
@@ -18,9 +18,7 @@ from tapewire.store.location import DbRef
 @db_option
 def exchanges(limit: int, as_json: bool, db: DbRef, journal: Path | None) -> None:
     """List recorded exchanges, newest first."""
-    if not location.exists(db):
-        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
-    store = open_store(db, readonly=True)
+    store = open_db(db)
     try:
         rows = store.exchanges(limit=limit)
     finally:

@@ -14,9 +14,14 @@ __all__ = ["cost", "duration", "open_db", "session_ref", "since", "tokens"]
 
 
 def open_db(db: DbRef) -> Store:
-    if not location.exists(db):
-        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
-    return open_store(db, readonly=True)
+    try:
+        if not location.exists(db):
+            raise FileNotFoundError(db)
+        return open_store(db, readonly=True)
+    except FileNotFoundError:  # no file; or a PostgreSQL database without tapewire's tables
+        raise click.ClickException(
+            f"no database at {location.display(db)}: nothing recorded yet"
+        ) from None
 
 
 def since(value: str | None) -> float | None:

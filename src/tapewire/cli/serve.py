@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tapewire.cli.admin import parse_duration
 from tapewire.cli.options import (
     db_option,
     proxy_options,
@@ -73,6 +74,13 @@ def agent_lines(url: str) -> list[str]:
 @click.option("--otlp-protocol", type=click.Choice(["http", "grpc"]), default="http",
               show_default=True)  # fmt: skip
 @click.option("--otlp-content", is_flag=True, help="Include messages and tool results.")
+@click.option(
+    "--retain",
+    envvar="TAPEWIRE_RETAIN",
+    metavar="AGE",
+    help="Keep sessions this long (90d, 12w, 36h): older ones are pruned once caught up, then "
+    "daily, as `tapewire prune` does.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 @db_option
 @proxy_options
@@ -85,6 +93,7 @@ def serve(
     otlp_endpoint: str | None,
     otlp_protocol: str,
     otlp_content: bool,
+    retain: str | None,
     verbose: bool,
     **options: Any,
 ) -> None:
@@ -97,6 +106,10 @@ def serve(
     settings.otlp_endpoint = otlp_endpoint
     settings.otlp_protocol = otlp_protocol
     settings.otlp_content = otlp_content
+    try:
+        settings.retain = parse_duration(retain) if retain else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--retain") from None
     try:
         read = None if no_ui else _read_server(settings.db, ui_listen, token)
         PriceTable.load(settings.prices)  # a bad price file is said now, not in the worker's log

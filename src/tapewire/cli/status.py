@@ -40,6 +40,8 @@ def gather(db: DbRef, journal_dir: Path) -> dict[str, Any]:
                 report["store"]["size_bytes"] = store.size_bytes()
             finally:
                 store.close()
+        except FileNotFoundError:  # a PostgreSQL database without tapewire's tables
+            pass
         except Exception as e:  # a broken store is what status exists to report
             report["store_error"] = f"{type(e).__name__}: {e}"
     report["journal_backlog_bytes"] = backlog_bytes(journal_dir)

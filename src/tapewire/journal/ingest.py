@@ -58,6 +58,7 @@ class Ingester:
         redactor: Redactor | None = None,
         prices: PriceTable | None = None,
         export: Any = None,
+        retain: float | None = None,
     ) -> None:
         self.directory = directory
         self.export = export  # a LiveExport: derived turns out as OpenTelemetry spans
@@ -78,6 +79,9 @@ class Ingester:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_ingest_at: float | None = None
+        self.retain = retain  # seconds: sessions that ended longer ago are pruned, daily
+        self._next_prune = 0.0
+        self.last_prune: dict[str, Any] | None = None
 
     def run(
         self,
@@ -105,6 +109,8 @@ class Ingester:
                 continue  # a backlog: keep going
             if stop and not moved:
                 break
+            if not moved and self.retain is not None and time.time() >= self._next_prune:
+                self._prune()
             self.publish_status(every=0.5)
             if not stop:
                 time.sleep(poll)  # let a batch gather: one transaction for many exchanges
@@ -116,6 +122,23 @@ class Ingester:
             with contextlib.suppress(Exception):
                 self._store.close()
             self._store = None
+
+    def _prune(self) -> None:
+        """`serve --retain`: once caught up, and then daily. Here, in the one process that
+        writes this journal's bodies, so that no body it still uses as a dictionary goes."""
+        from tapewire.maintenance import prune
+
+        assert self._store is not None
+        try:
+            gone = prune(self._store, time.time() - (self.retain or 0))
+        except Exception as e:  # retention's trouble must not stop ingestion
+            log.warning("pruning failed, will retry in an hour: %s: %s", type(e).__name__, e)
+            self._next_prune = time.time() + 3600
+            return
+        self._next_prune = time.time() + 86400
+        self.last_prune = {"at": time.time(), **gone}
+        if gone["sessions"] or gone["exchanges"]:
+            log.info("pruned %d sessions, %d exchanges", gone["sessions"], gone["exchanges"])
 
     def _fail(self, e: BaseException) -> None:
         self.last_error = f"{type(e).__name__}: {e}"
@@ -278,6 +301,7 @@ class Ingester:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "corrupt_skips": self.reader.corrupt_skips,
+            "last_prune": self.last_prune,
         }
 
     def publish_status(self, every: float = 0.0) -> None:

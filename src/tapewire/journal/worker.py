@@ -46,12 +46,17 @@ class IngestWorker:
         redact_patterns: list[str],
         prices: Path | None = None,
         otlp: tuple[str, str, bool] | None = None,
+        retain: float | None = None,
     ) -> None:
         self.directory = directory
+        # The database by environment, not argument: a URL's password stays out of `ps`.
+        self.env = {**os.environ, "TAPEWIRE_DB": str(db)}
         self.args = [
             sys.executable, "-m", "tapewire.journal.worker", "--journal", str(directory),
-            "--db", str(db), "--recorder", recorder, "--run", run, "--parent", str(os.getpid()),
+            "--recorder", recorder, "--run", run, "--parent", str(os.getpid()),
         ]  # fmt: skip
+        if retain is not None:
+            self.args += ["--retain", str(retain)]
         if not redact:
             self.args.append("--no-redact")
         for pattern in redact_patterns:
@@ -66,7 +71,7 @@ class IngestWorker:
 
     def start(self) -> None:
         # Its stdin is the stop line: closed by stop(), or by the kernel when this process dies.
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, env=self.env)
 
     def ensure_running(self) -> bool:
         """Restart a worker that died (crashed, or was killed); True when it had to."""
@@ -102,7 +107,12 @@ class IngestWorker:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="tapewire-ingest", description=__doc__)
     p.add_argument("--journal", type=Path, required=True)
-    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--db", default=os.environ.get("TAPEWIRE_DB"), required="TAPEWIRE_DB" not in os.environ
+    )
+    p.add_argument(
+        "--retain", type=float, help="Prune sessions older than this many seconds, daily."
+    )
     p.add_argument("--recorder", required=True)
     p.add_argument("--run", required=True)
     p.add_argument("--parent", type=int, required=True)
@@ -159,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         redactor=None if args.no_redact else Redactor(args.redact_pattern),
         prices=PriceTable.load(args.prices),
         export=_live_export(args),
+        retain=args.retain,
     )
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -205,6 +205,27 @@ class PostgresStore(SQLStore):
 
     # ---- the database ------------------------------------------------------------------------
 
+    def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
+        done = (
+            [(r[0], r[1]) for r in self.conn.execute("SELECT name, applied_at FROM _migrations")]
+            if self._table_exists("_migrations")
+            else []
+        )
+        names = {name for name, _ in done}
+        return done, [name for name, _ in MIGRATIONS if name not in names]
+
+    def reclaim(self) -> None:
+        """VACUUM each table: deleted rows' space is reused by new ones (and pages at a
+        table's end go back to the file system); statistics are refreshed for the planner."""
+        tables = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        ]
+        for table in tables:
+            self.conn.execute(f"VACUUM (ANALYZE) {table}")
+
     def size_bytes(self) -> int:
         """The tables of this schema with their indexes and TOAST: what tapewire holds."""
         row = self.conn.execute(

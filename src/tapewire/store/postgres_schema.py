@@ -205,4 +205,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE exchanges ADD COLUMN response_chunks BYTEA;
         """,
     ),
+    (
+        "0005_retention",
+        # What deleting a session looks up: the rows of its exchanges and sessions, and who
+        # still references a node or a body (tapewire delete, prune, serve --retain).
+        """
+        CREATE INDEX node_turns_exchange ON node_turns(exchange);
+        CREATE INDEX tips_session ON tips(session);
+        CREATE INDEX blobs_dict ON blobs(dict_id) WHERE dict_id IS NOT NULL;
+        CREATE INDEX exchanges_request_blob ON exchanges(request_blob);
+        CREATE INDEX exchanges_response_blob ON exchanges(response_blob);
+        CREATE INDEX sessions_ended ON sessions(ended_at);
+        """,
+    ),
 ]

@@ -20,6 +20,8 @@ from tapewire.store import Batch, ExchangeRow
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
 from tapewire.store.derived import Derived
 from tapewire.store.migrations import DERIVED_TABLES
+from tapewire.store.retention import Retention
+from tapewire.store.transfer import Transfer
 
 _RECENT_PER_CHAIN = 4
 _CHAINS_KEPT = 32
@@ -132,7 +134,7 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
-class SQLStore:
+class SQLStore(Retention, Transfer):
     """The store over a DB-API-like connection (`execute(sql, args)` giving a cursor, with
     `?` placeholders). Subclasses set the dialect and bring full-text search."""
 
@@ -178,6 +180,17 @@ class SQLStore:
 
     def _clear_search(self) -> None:
         """Empty the full-text index beyond search_rows, if the backend keeps one."""
+
+    def _forget_search(self, rows: list[tuple[int, str]]) -> None:
+        """Forget these (search row, its text) in the full-text index beyond search_rows."""
+
+    def reclaim(self) -> None:
+        """Give the space of deleted rows back (to the file system, or for reuse)."""
+        raise NotImplementedError
+
+    def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
+        """(applied migrations with when, pending ones), without changing anything."""
+        raise NotImplementedError
 
     def search_hits(
         self,
@@ -339,6 +352,13 @@ class SQLStore:
         if self.conn.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
             return blob_id  # content-addressed: a resent body is stored once
         self._cache(blob_id, data)  # derivation reads it back right after ingest
+        if (
+            dictionary
+            and not self.conn.execute(
+                "SELECT 1 FROM blobs WHERE id = ?", (dictionary[0],)
+            ).fetchone()
+        ):
+            dictionary = None  # deleted (tapewire delete, prune) since it was cached
         codec, payload = compress(data, dictionary[1] if dictionary else None)
         dict_id = dictionary[0] if dictionary and codec == "zstd-dict" else None
         depth = dictionary[2] + 1 if dict_id and dictionary else 0
@@ -1102,8 +1122,7 @@ class SQLStore:
         """Store (or replace) what a transcript said about a harness session; the first
         import's time stays. The table is made by the first import, not by a migration: a
         store that never imports stays as small as before."""
-        self.conn.execute(_TRANSCRIPT_FACTS.format(real=self.REAL))
-        self._tables.add("transcript_facts")
+        self._ensure_transcript_facts()
         self.conn.execute(
             "INSERT INTO transcript_facts VALUES (?, ?, ?, ?, ?) ON CONFLICT(session) DO UPDATE"
             " SET harness = excluded.harness, facts = excluded.facts,"
@@ -1111,6 +1130,10 @@ class SQLStore:
             (session, harness, json.dumps(facts, ensure_ascii=False, sort_keys=True),
              source_file, at),
         )  # fmt: skip
+
+    def _ensure_transcript_facts(self) -> None:
+        self.conn.execute(_TRANSCRIPT_FACTS.format(real=self.REAL))
+        self._tables.add("transcript_facts")
 
     def transcript_facts(self, session: str) -> dict[str, Any] | None:
         """What an imported transcript said about this harness session id, or None."""

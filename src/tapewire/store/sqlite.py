@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tapewire.store import SearchSyntaxError
-from tapewire.store.migrations import migrate
+from tapewire.store.migrations import MIGRATIONS, migrate
 from tapewire.store.sql import SQLStore
 
 
@@ -76,6 +76,32 @@ class SQLiteStore(SQLStore):
 
     def _clear_search(self) -> None:
         self.conn.execute("INSERT INTO search (search) VALUES ('delete-all')")
+
+    def _forget_search(self, rows: list[tuple[int, str]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO search (search, rowid, text) VALUES ('delete', ?, ?)", rows
+        )
+
+    # ---- the file ----------------------------------------------------------------------------
+
+    def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
+        done = (
+            [(r[0], r[1]) for r in self.conn.execute("SELECT name, applied_at FROM _migrations")]
+            if self._table_exists("_migrations")
+            else []
+        )
+        names = {name for name, _ in done}
+        return done, [name for name, _ in MIGRATIONS if name not in names]
+
+    def reclaim(self) -> None:
+        """Merge the search index's deletions, then give free pages back to the file system:
+        incrementally where the file was made for it (since 0.1), else by rewriting it."""
+        self.conn.execute("INSERT INTO search (search) VALUES ('optimize')")
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            self.conn.execute("PRAGMA incremental_vacuum")
+        else:
+            self.conn.execute("VACUUM")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def search_hits(
         self,
