@@ -7,15 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import RECORDING, settings_for
+from conftest import RECORDING, Databases, settings_for
 from fakeprovider import FakeProvider, load_recording
 from servecli import cli
 from tapewire.model import Evidence, Exchange, ExchangeEnd, Outcome, header_value, new_id
 from tapewire.service import ServiceThread
 from tapewire.store import Batch, open_store
+from tapewire.store.location import DbRef
 
 
-def _raw_store(db: Path) -> list[str]:
+def _raw_store(db: DbRef) -> list[str]:
     """Three recorded turns written as the raw layer alone; the last one never ended."""
     turns = load_recording(RECORDING)[1:4]
     batch, ids = Batch(), []
@@ -46,10 +47,9 @@ def _raw_store(db: Path) -> list[str]:
     return ids
 
 
-def test_a_store_of_raw_exchanges_is_derived_when_serving_starts(tmp_path: Path) -> None:
-    db = tmp_path / "tapewire.db"
+def test_a_store_of_raw_exchanges_is_derived_when_serving_starts(tmp_path: Path, db: DbRef) -> None:
     ids = _raw_store(db)
-    with FakeProvider() as fake, ServiceThread(settings_for(fake, tmp_path)):
+    with FakeProvider() as fake, ServiceThread(settings_for(fake, tmp_path, db=db)):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             store = open_store(db, readonly=True)
@@ -69,18 +69,15 @@ def test_a_store_of_raw_exchanges_is_derived_when_serving_starts(tmp_path: Path)
     assert "1 sessions" in cli("status", "--db", str(db)).stdout
 
 
-def test_a_failing_write_loses_only_its_own_exchange(recorded_db: Path, tmp_path: Path) -> None:
+def test_a_failing_write_loses_only_its_own_exchange(recorded_db: DbRef, dbs: Databases) -> None:
     """Derivation writes a batch in one transaction, each exchange in a savepoint: one that
     fails to write leaves nothing behind, and every other one is committed."""
-    import shutil
-
     from tapewire.derive import Deriver
     from tapewire.derive.verify import verify
-    from tapewire.store.sqlite import SQLiteStore
+    from tapewire.store.sql import SQLStore
 
-    copy = tmp_path / "copy.db"
-    shutil.copy(recorded_db, copy)
-    store = SQLiteStore(copy)
+    store = open_store(dbs.clone(recorded_db))
+    assert isinstance(store, SQLStore)
     try:
         order = store.derive_order()
         store.clear_derived()

@@ -29,6 +29,7 @@ from tapewire.derive.verify import verify
 from tapewire.model import Exchange, ExchangeEnd, Outcome, new_id
 from tapewire.pricing import PriceTable
 from tapewire.store import Batch, Store, open_store
+from tapewire.store.location import DbRef
 
 FIXTURES = Path(__file__).parent / "fixtures" / "thread"
 CASES = sorted((FIXTURES / "cases").glob("*.json"))
@@ -46,8 +47,8 @@ _clock = itertools.count()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(tmp_path / "tapewire.db")
+def store(db: DbRef) -> Iterator[Store]:
+    s = open_store(db)
     yield s
     s.close()
 

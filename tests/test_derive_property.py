@@ -1,7 +1,7 @@
 """Derivation is a function of the raw exchanges (DESIGN invariant: `tapewire rederive` gives the
 same ids and rows): a property test over generated Anthropic conversations.
 
-Each example writes synthetic exchanges straight into a fresh SQLite store (as
+Each example writes synthetic exchanges straight into a fresh store, of each backend (as
 bench/derive_bench.py does: no proxy), derives them, snapshots every derived table, and checks
 that clearing and deriving again with a new Deriver, and deriving in a second fresh store, give
 the same rows; so does deriving one exchange at a time with a new Deriver each time (a restart
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import Databases
 from tapewire.capture.headers import evidence
 from tapewire.derive import Deriver
 from tapewire.derive.nodes import node_id
@@ -291,13 +293,33 @@ def write_exchanges(store: Store, conv: Conversation) -> None:
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
-    """Every derived table, every column, sorted: what rederive must reproduce exactly."""
-    conn: sqlite3.Connection = store.conn  # type: ignore[attr-defined]
+    """Every derived table, every column, sorted: what rederive must reproduce exactly. A
+    backend's own row number (PostgreSQL's never starts again, SQLite's does) is not kept,
+    but the rows come in its order."""
+    conn = store.conn  # type: ignore[attr-defined]
     out: dict[str, list[tuple[Any, ...]]] = {}
     for table in DERIVED_TABLES:
-        rows = conn.execute(f"SELECT * FROM {table}").fetchall()
-        out[table] = sorted(rows, key=repr)
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        if "rowid" in names:
+            at = names.index("rowid")
+            out[table] = [r[:at] + r[at + 1 :] for r in sorted(rows, key=lambda r: r[at])]
+        else:
+            out[table] = sorted(rows, key=repr)
     return out
+
+
+@contextmanager
+def fresh_stores(backend: str) -> Iterator[Databases]:
+    """Stores of one example (a hypothesis example cannot use a function's fixture), dropped
+    after it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        made = Databases(backend, Path(tmp))
+        try:
+            yield made
+        finally:
+            made.drop()
 
 
 def derive_all(store: Store) -> Deriver:
@@ -320,7 +342,7 @@ def _distinct_prefixes(conv: Conversation) -> int:
 
 
 def check_nodes(store: Store, conv: Conversation) -> None:
-    conn: sqlite3.Connection = store.conn  # type: ignore[attr-defined]
+    conn = store.conn  # type: ignore[attr-defined]
     nodes = store.node_rows([r[0] for r in conn.execute("SELECT id FROM nodes")])
     for nid, node in nodes.items():
         assert node_id(node["parent"], node["role"], node["content"]) == nid
@@ -349,9 +371,9 @@ def check_nodes(store: Store, conv: Conversation) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv=conversations())
-def test_rederive_reproduces_every_derived_row(conv: Conversation) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        first = open_store(Path(tmp) / "a.db")
+def test_rederive_reproduces_every_derived_row(backend: str, conv: Conversation) -> None:
+    with fresh_stores(backend) as dbs:
+        first = open_store(dbs.new("a"))
         write_exchanges(first, conv)
         deriver = derive_all(first)
         assert deriver.errors == 0
@@ -369,7 +391,7 @@ def test_rederive_reproduces_every_derived_row(conv: Conversation) -> None:
         first.close()
 
         # the same exchanges in a fresh store
-        second = open_store(Path(tmp) / "b.db")
+        second = open_store(dbs.new("b"))
         write_exchanges(second, conv)
         assert derive_all(second).errors == 0
         assert snapshot(second) == before
@@ -378,17 +400,17 @@ def test_rederive_reproduces_every_derived_row(conv: Conversation) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv=conversations())
-def test_a_restart_between_exchanges_changes_nothing(conv: Conversation) -> None:
+def test_a_restart_between_exchanges_changes_nothing(backend: str, conv: Conversation) -> None:
     """Deriving as the ingest worker does across restarts: each exchange by a new Deriver,
     which must find from the store what the last one held in memory."""
-    with tempfile.TemporaryDirectory() as tmp:
-        whole = open_store(Path(tmp) / "a.db")
+    with fresh_stores(backend) as dbs:
+        whole = open_store(dbs.new("a"))
         write_exchanges(whole, conv)
         derive_all(whole)
         expected = snapshot(whole)
         whole.close()
 
-        piecewise = open_store(Path(tmp) / "b.db")
+        piecewise = open_store(dbs.new("b"))
         write_exchanges(piecewise, conv)
         for exchange_id in piecewise.derive_order():
             assert Deriver(piecewise, PRICES).derive_ids([exchange_id]) == 1
@@ -408,7 +430,7 @@ def _text_turn(
     )  # fmt: skip
 
 
-def test_a_restart_after_overlapping_exchanges_changes_nothing(tmp_path: Path) -> None:
+def test_a_restart_after_overlapping_exchanges_changes_nothing(dbs: Databases) -> None:
     """A request is retried while the first attempt is still running; the retry answers
     first, the conversation continues from the retry's answer, the first attempt ends later."""
     ask = {"role": "user", "content": "fix it"}
@@ -422,10 +444,10 @@ def test_a_restart_after_overlapping_exchanges_changes_nothing(tmp_path: Path) -
         _text_turn(3, [ask, which, reply, fast, {"role": "user", "content": "thanks"}], "done",
                    T0 + 10, T0 + 11),
     ])  # fmt: skip
-    whole = open_store(tmp_path / "a.db")
+    whole = open_store(dbs.new("a"))
     write_exchanges(whole, conv)
     derive_all(whole)
-    piecewise = open_store(tmp_path / "b.db")
+    piecewise = open_store(dbs.new("b"))
     write_exchanges(piecewise, conv)
     for exchange_id in piecewise.derive_order():
         Deriver(piecewise, PRICES).derive_ids([exchange_id])
@@ -438,3 +460,5 @@ def test_a_restart_after_overlapping_exchanges_changes_nothing(tmp_path: Path) -
     # Whole: [the "fast answer" node, the "thanks" node]; after a restart: ["thanks" node].
     assert last_input(whole) == last_input(piecewise)
     assert snapshot(piecewise) == snapshot(whole)
+    whole.close()
+    piecewise.close()

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from conftest import RECORDING
+from conftest import RECORDING, Databases
 from fakeprovider import load_recording
 from servecli import cli
+from tapewire.store import Store, open_store
+from tapewire.store.location import DbRef
 
 TURNS = load_recording(RECORDING)
 SESSION_ID = "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"
@@ -58,7 +60,7 @@ def _json(*args: str) -> Any:
     return json.loads(cli(*args).stdout)
 
 
-def test_one_session_with_the_harness_title_and_recorded_totals(recorded_db: Path) -> None:
+def test_one_session_with_the_harness_title_and_recorded_totals(recorded_db: DbRef) -> None:
     sessions = _json("sessions", "--db", str(recorded_db), "--json")
     assert len(sessions) == 1
     s = sessions[0]
@@ -104,7 +106,7 @@ def test_one_session_with_the_harness_title_and_recorded_totals(recorded_db: Pat
     assert s["started_at"] <= s["ended_at"]
 
 
-def test_show_gives_turns_threads_and_linked_tool_calls(recorded_db: Path) -> None:
+def test_show_gives_turns_threads_and_linked_tool_calls(recorded_db: DbRef) -> None:
     # Named by the harness's session id, and by a prefix of tapewire's own id.
     detail = _json("show", SESSION_ID, "--db", str(recorded_db), "--json")
     by_prefix = _json("show", detail["session"]["id"][:8], "--db", str(recorded_db), "--json")
@@ -148,60 +150,66 @@ def test_show_gives_turns_threads_and_linked_tool_calls(recorded_db: Path) -> No
     assert spawner["name"] == "Agent"
 
 
-def test_shared_prefix_is_stored_once(recorded_db: Path) -> None:
+def test_shared_prefix_is_stored_once(recorded_db: DbRef) -> None:
     """Nodes grow with the conversation, not with its square: the main thread's last request
     resends 27 messages, yet the whole session holds one node per distinct message."""
-    import sqlite3
-
     last_main = json.loads(TURNS[-1].request_body)
     sub = json.loads(TURNS[10].request_body)
     title = json.loads(TURNS[0].request_body)
     # (system + messages + final response) per conversation
     expected = (1 + len(last_main["messages"]) + 1) + (1 + len(sub["messages"]) + 1) + (1 + 1 + 1)
-    conn = sqlite3.connect(recorded_db)
+    store = open_store(recorded_db, readonly=True)
     try:
-        assert conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == expected
+        assert store.conn.execute("SELECT count(*) FROM nodes").fetchone()[0] == expected
         assert len(title["messages"]) == 1
     finally:
-        conn.close()
+        store.close()
 
 
-def test_verify_passes_and_rederive_gives_the_same_ids(recorded_db: Path, tmp_path: Path) -> None:
-    import shutil
-    import sqlite3
+def _rows(store: Store, table: str) -> list[Any]:
+    """A table's rows, every column but the backend's own row number (PostgreSQL numbers
+    rows afresh after a rederive, SQLite from 1 again): in that number's order where the
+    table has one, else sorted."""
+    cursor = store.conn.execute(f"SELECT * FROM {table}")
+    names = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+    if "rowid" not in names:
+        return sorted(rows, key=repr)
+    at = names.index("rowid")
+    return [r[:at] + r[at + 1 :] for r in sorted(rows, key=lambda r: r[at])]
 
-    copy = tmp_path / "copy.db"
-    shutil.copy(recorded_db, copy)
+
+def test_verify_passes_and_rederive_gives_the_same_ids(recorded_db: DbRef, dbs: Databases) -> None:
+    copy = dbs.clone(recorded_db)
     assert _json("verify", "--db", str(copy), "--json")["ok"] is True
 
     def snapshot() -> dict[str, list[Any]]:
-        conn = sqlite3.connect(copy)
+        store = open_store(copy, readonly=True)
         try:
             return {
-                table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+                table: _rows(store, table)
                 for table in ("nodes", "sessions", "threads", "turns", "tool_calls")
             }
         finally:
-            conn.close()
+            store.close()
 
     before = snapshot()
     cli("rederive", "--db", str(copy))
     assert snapshot() == before
 
     # A node whose content changed no longer hashes to its id: verify says which.
-    conn = sqlite3.connect(copy)
-    nid = conn.execute("SELECT id FROM nodes WHERE role = 'user' LIMIT 1").fetchone()[0]
-    conn.execute("UPDATE nodes SET content = '[]' WHERE id = ?", (nid,))
-    conn.commit()
-    conn.close()
+    store = open_store(copy)
+    try:
+        nid = store.conn.execute("SELECT id FROM nodes WHERE role = 'user' LIMIT 1").fetchone()[0]
+        store.conn.execute("UPDATE nodes SET content = ? WHERE id = ?", (b"[]", nid))
+    finally:
+        store.close()
     result = cli("verify", "--db", str(copy), "--json", check=False)
     assert result.returncode == 1
     assert any(nid in p for p in json.loads(result.stdout)["problems"])
 
 
-def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db: Path) -> None:
-    from tapewire.store import open_store
-
+def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db: DbRef) -> None:
     store = open_store(recorded_db, readonly=True)
     try:
         kinds = {kind for _, kind in store.search_nodes('"generate claude fixture"', limit=500)}
@@ -221,23 +229,21 @@ def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db
         store.close()
 
 
-def test_verify_names_missing_nodes_and_damaged_bodies(recorded_db: Path, tmp_path: Path) -> None:
-    import shutil
-    import sqlite3
-
-    copy = tmp_path / "copy.db"
-    shutil.copy(recorded_db, copy)
-    conn = sqlite3.connect(copy)
-    exchange, node = conn.execute(
-        "SELECT exchange, response_node FROM turns WHERE kind = 'main' LIMIT 1"
-    ).fetchone()
-    conn.execute("DELETE FROM nodes WHERE id = ?", (node,))
-    blob = conn.execute("SELECT id FROM blobs WHERE codec = 'raw' LIMIT 1").fetchone()
-    if blob is None:
-        blob = conn.execute("SELECT id FROM blobs LIMIT 1").fetchone()
-    conn.execute("UPDATE blobs SET data = zeroblob(length(data)) WHERE id = ?", blob)
-    conn.commit()
-    conn.close()
+def test_verify_names_missing_nodes_and_damaged_bodies(recorded_db: DbRef, dbs: Databases) -> None:
+    copy = dbs.clone(recorded_db)
+    store = open_store(copy)
+    try:
+        conn = store.conn
+        exchange, node = conn.execute(
+            "SELECT exchange, response_node FROM turns WHERE kind = 'main' LIMIT 1"
+        ).fetchone()
+        conn.execute("DELETE FROM nodes WHERE id = ?", (node,))
+        blob = conn.execute("SELECT id, data FROM blobs WHERE codec = 'raw' LIMIT 1").fetchone()
+        if blob is None:
+            blob = conn.execute("SELECT id, data FROM blobs LIMIT 1").fetchone()
+        conn.execute("UPDATE blobs SET data = ? WHERE id = ?", (bytes(len(blob[1])), blob[0]))
+    finally:
+        store.close()
     result = cli("verify", "--db", str(copy), "--json", check=False)
     assert result.returncode == 1
     problems = json.loads(result.stdout)["problems"]

@@ -14,6 +14,7 @@ import aiohttp
 from fakeprovider import FakeProvider
 from servecli import ServeProcess, cli
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 
 async def _client(url: str, n: int, done: list[str], stop: asyncio.Event) -> None:
@@ -40,7 +41,7 @@ async def _client(url: str, n: int, done: list[str], stop: asyncio.Event) -> Non
             i += 1
 
 
-def _stored_markers(db: Path) -> dict[str, str]:
+def _stored_markers(db: DbRef) -> dict[str, str]:
     store = open_store(db)
     try:
         rows = store.exchanges(limit=100_000, with_bodies=True)
@@ -53,10 +54,7 @@ def _stored_markers(db: Path) -> dict[str, str]:
     return out
 
 
-async def test_kill9_under_load_loses_no_finished_exchange(
-    fake: FakeProvider, tmp_path: Path
-) -> None:
-    db = tmp_path / "t.db"
+async def test_kill9_under_load_loses_no_finished_exchange(fake: FakeProvider, db: DbRef) -> None:
     serve = ServeProcess(db, fake.url).start()
     done: list[str] = []
     stop = asyncio.Event()
@@ -88,8 +86,7 @@ async def test_kill9_under_load_loses_no_finished_exchange(
     assert json.loads(cli("status", "--db", str(db), "--json").stdout)["journal_backlog_bytes"] == 0
 
 
-async def test_sigterm_lets_streams_finish(fake: FakeProvider, tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
+async def test_sigterm_lets_streams_finish(fake: FakeProvider, db: DbRef) -> None:
     serve = ServeProcess(db, fake.url).start()
     headers = {"x-fake-scenario": "paced", "x-fake-events": "10", "x-fake-delay-ms": "100"}
     async with aiohttp.ClientSession() as http:
@@ -110,9 +107,8 @@ async def test_sigterm_lets_streams_finish(fake: FakeProvider, tmp_path: Path) -
 
 
 async def test_stop_with_a_stream_past_the_grace_records_it_interrupted(
-    fake: FakeProvider, tmp_path: Path
+    fake: FakeProvider, db: DbRef
 ) -> None:
-    db = tmp_path / "t.db"
     serve = ServeProcess(db, fake.url, "--grace", "0.3").start()
     headers = {"x-fake-scenario": "paced", "x-fake-events": "100", "x-fake-delay-ms": "100"}
     async with aiohttp.ClientSession() as http:
@@ -129,11 +125,13 @@ async def test_stop_with_a_stream_past_the_grace_records_it_interrupted(
     assert row.response_body and row.response_body.startswith(b"data:")
 
 
-async def test_a_killed_ingest_worker_is_restarted(fake: FakeProvider, tmp_path: Path) -> None:
+async def test_a_killed_ingest_worker_is_restarted(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
     from conftest import settings_for, stored
     from tapewire.service import ServiceThread
 
-    with ServiceThread(settings_for(fake, tmp_path)) as service:
+    with ServiceThread(settings_for(fake, tmp_path, db=db)) as service:
         first = service.ingester.proc
         assert first is not None
         first.kill()
@@ -147,10 +145,10 @@ async def test_a_killed_ingest_worker_is_restarted(fake: FakeProvider, tmp_path:
     assert len(rows) == 3
 
 
-def test_an_idle_serve_stops_cleanly_with_its_read_api(fake: FakeProvider, tmp_path: Path) -> None:
+def test_an_idle_serve_stops_cleanly_with_its_read_api(fake: FakeProvider, db: DbRef) -> None:
     """SIGTERM to a serve that recorded nothing: the proxy, the read API and the ingest worker
     all stop, and none of them aborts on its way out."""
-    serve = ServeProcess(tmp_path / "t.db", fake.url).start()
+    serve = ServeProcess(db, fake.url).start()
     time.sleep(0.5)  # the worker is up and waiting on its stdin
     assert serve.terminate() == 0
     log = serve.log.read_text()

@@ -212,13 +212,14 @@ def test_two_proxies_record_into_one_database(
     assert c["drops"] == {}
     # One session per name, each with every one of its turns, wherever they were recorded.
     assert turns_by_name(url) == dict.fromkeys(NAMES, len(TURNS))
+    with psycopg.connect(url) as conn:
+        recorders = conn.execute("SELECT count(DISTINCT recorder) FROM exchanges").fetchone()
+    assert recorders == (2,)
     store = reading(url)
     try:
-        recorders = {row.recorder for row in store.exchanges(limit=1000)}
         pg_shape = derived_shape(store)
     finally:
         store.close()
-    assert len(recorders) == 2
     # Content addressing across proxies: no row twice, however the two raced.
     for table, (rows, distinct) in duplicates(url).items():
         assert rows == distinct, f"{table}: {rows} rows, {distinct} distinct"
@@ -320,7 +321,7 @@ def test_database_restarts_under_load(
         restarter = threading.Thread(target=restart_midway)
         restarter.start()
         try:
-            failures = asyncio.run(_steady_load(serve.url, workers, per_worker, sent, pace=0.08))
+            failures = asyncio.run(_steady_load(serve.url, workers, per_worker, sent, pace=0.15))
         finally:
             restarter.join(timeout=40)
         assert failures == []

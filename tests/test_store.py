@@ -8,8 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from tapewire.model import Evidence, Exchange, ExchangeEnd, Outcome, new_id
-from tapewire.store import Batch, open_store
-from tapewire.store import postgres_schema
+from tapewire.store import Batch, open_store, postgres_schema
 from tapewire.store.blobs import MAX_DEPTH
 from tapewire.store.location import DbRef
 from tapewire.store.migrations import MIGRATIONS, pending

@@ -11,6 +11,7 @@ import pytest
 from conftest import settings_for, stored
 from fakeprovider import FakeProvider
 from tapewire.service import Service, ServiceThread
+from tapewire.store.location import DbRef
 
 
 def test_listening_beyond_loopback_needs_a_token(fake: FakeProvider, tmp_path: Path) -> None:
@@ -19,9 +20,9 @@ def test_listening_beyond_loopback_needs_a_token(fake: FakeProvider, tmp_path: P
 
 
 async def test_token_is_required_and_never_forwarded_or_stored(
-    fake: FakeProvider, tmp_path: Path
+    fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
-    with ServiceThread(settings_for(fake, tmp_path, token="team-token-123")) as service:
+    with ServiceThread(settings_for(fake, tmp_path, db=db, token="team-token-123")) as service:
         async with aiohttp.ClientSession() as http:
             url = service.url + "/v1/chat/completions"
             async with http.post(url, data=b"{}") as resp:
