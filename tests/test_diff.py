@@ -20,6 +20,7 @@ from servecli import cli
 from tapewire.analysis.diff import RESULT_CHARS, diff_sessions
 from tapewire.query import resolve_session, session_detail
 from tapewire.service import ServiceThread
+from tapewire.store.location import DbRef
 
 # --------------------------------------------------------------------------- hand-built runs
 
@@ -348,7 +349,7 @@ async def _replay(url: str, name: str, turns: list[RecordedTurn], bodies: list[b
                 await resp.read()
 
 
-def test_recorded_session_replayed(tmp_path: Path) -> None:
+def test_recorded_session_replayed(tmp_path: Path, db: DbRef) -> None:
     recorded = [t.request_body for t in TURNS]
     changed, ids = zip(*(_changed_body(b) for b in recorded), strict=True)
     (call_id,) = {i for i in ids if i is not None}
@@ -356,7 +357,7 @@ def test_recorded_session_replayed(tmp_path: Path) -> None:
         # The fake answers a recorded request body; the changed ones get the same answers.
         for turn, body in zip(TURNS, changed, strict=True):
             fake.answer_as(body, turn)
-        settings = settings_for(fake, tmp_path)
+        settings = settings_for(fake, tmp_path, db=db)
         with ServiceThread(settings) as service:
             for name, bodies in (("run-a", recorded), ("run-b", recorded), ("run-c", changed)):
                 asyncio.run(_replay(service.url, name, TURNS, list(bodies)))

@@ -11,6 +11,7 @@ from pathlib import Path
 from fakeprovider import FakeProvider
 from servecli import ServeProcess
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 AGENT = """
 import os, sys
@@ -40,7 +41,7 @@ def _git_repo(path: Path) -> None:
     (path / "dirty.txt").write_text("uncommitted\n")
 
 
-def _run(cwd: Path, db: Path, fake: FakeProvider, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run(cwd: Path, db: DbRef, fake: FakeProvider, *extra: str) -> subprocess.CompletedProcess[str]:
     upstreams = [f"--upstream={n}={fake.url}" for n in ("anthropic", "openai")]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     return subprocess.run(
@@ -50,11 +51,10 @@ def _run(cwd: Path, db: Path, fake: FakeProvider, *extra: str) -> subprocess.Com
     )  # fmt: skip
 
 
-def test_run_records_session_and_context(fake: FakeProvider, tmp_path: Path) -> None:
+def test_run_records_session_and_context(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     _git_repo(repo)
-    db = tmp_path / "t.db"
     done = _run(repo, db, fake)
     assert done.returncode == 3, done.stderr  # the child's exit code
     session = done.stderr.strip().splitlines()[-1].split()[2]
@@ -89,11 +89,10 @@ def test_run_records_session_and_context(fake: FakeProvider, tmp_path: Path) -> 
     assert ctx["os"]["system"]
 
 
-def test_run_uses_a_running_serve(fake: FakeProvider, tmp_path: Path) -> None:
+def test_run_uses_a_running_serve(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "agent.py").write_text(AGENT)
-    db = tmp_path / "t.db"
     with ServeProcess(db, fake.url) as serve:
         done = _run(repo, db, fake)
         assert done.returncode == 3, done.stderr
@@ -107,9 +106,9 @@ def test_run_uses_a_running_serve(fake: FakeProvider, tmp_path: Path) -> None:
     assert ctx is not None and ctx["git"] is None and ctx["exit_code"] == 3
 
 
-def test_run_reports_a_missing_command(fake: FakeProvider, tmp_path: Path) -> None:
+def test_run_reports_a_missing_command(fake: FakeProvider, db: DbRef) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tapewire", "run", "--db", str(tmp_path / "t.db"), "--",
+        [sys.executable, "-m", "tapewire", "run", "--db", str(db), "--",
          "no-such-agent-xyz"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -118,7 +117,7 @@ def test_run_reports_a_missing_command(fake: FakeProvider, tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
     report = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "tapewire", "status", "--db", str(tmp_path / "t.db"), "--json"],
+            [sys.executable, "-m", "tapewire", "status", "--db", str(db), "--json"],
             capture_output=True, text=True, check=True,
         ).stdout
     )  # fmt: skip

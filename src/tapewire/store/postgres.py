@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tapewire.store import location
 from tapewire.store.migrations import migrate
@@ -57,8 +57,19 @@ def _read_only(conn: psycopg.Connection[Any]) -> None:
 
 def _pool(url: str, readonly: bool) -> ConnectionPool:
     """One pool per database (and mode) per process, shared by every store opened on it: the
-    read side opens a store per reader thread and per export."""
+    read side opens a store per reader thread and per export.
+
+    A pool is made once a first connection has succeeded. A pool retries a server that is down
+    in the background, waiting twice as long each time (up to minutes), and its getconn waits
+    the whole timeout meanwhile: a store opened while the server is down would take 10 s to
+    fail, and one opened after it is back could wait for the pool's next try for as long as
+    the outage lasted. A refused connection fails at once instead."""
     key = (url, readonly)
+    with _pools_lock:
+        pool = _pools.get(key)
+    if pool is not None:
+        return pool
+    psycopg.connect(url, connect_timeout=_CONNECT_TIMEOUT).close()
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
@@ -74,6 +85,17 @@ def _pool(url: str, readonly: bool) -> ConnectionPool:
             )
             _pools[key] = pool
         return pool
+
+
+def _discard_pool(url: str, readonly: bool) -> None:
+    """Drop a pool that could not hand out a connection in time (the server went away): the
+    next store makes a new one, at once, rather than wait out this one's backoff. Connections
+    still out are closed when they come back."""
+    with _pools_lock:
+        pool = _pools.pop((url, readonly), None)
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.close(timeout=0)
 
 
 @atexit.register
@@ -96,10 +118,12 @@ class PostgresStore(SQLStore):
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         super().__init__()
         self.url = url
-        self._pool = _pool(url, readonly)
         try:
+            self._pool = _pool(url, readonly)
             raw = self._pool.getconn(timeout=_CONNECT_TIMEOUT)
         except Exception as e:  # PoolTimeout says little: say where and why
+            if isinstance(e, PoolTimeout):
+                _discard_pool(url, readonly)
             raise ConnectionError(
                 f"cannot connect to PostgreSQL at {location.display(url)}: {e}"
             ) from e
