@@ -85,6 +85,19 @@ class Databases:
                     f"INSERT INTO {target_schema}.{table} OVERRIDING SYSTEM VALUE"  # type: ignore[arg-type]
                     f" SELECT * FROM {source_schema}.{table} ON CONFLICT DO NOTHING"
                 )
+            # Rows copied with their identity values leave the sequences behind: move them on,
+            # or the copy's next row collides with a copied one.
+            identities = admin.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND is_identity = 'YES'",
+                (target_schema,),
+            ).fetchall()
+            for table, column in identities:
+                admin.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{target_schema}.{table}', '{column}'),"  # type: ignore[arg-type]
+                    f" (SELECT max({column}) FROM {target_schema}.{table}))"
+                    f" WHERE EXISTS (SELECT 1 FROM {target_schema}.{table})"
+                )
         return target
 
     def drop(self) -> None:

@@ -70,7 +70,12 @@ class PrivatePostgres:
         if self.as_root:
             cmd = ["runuser", "-u", USER, "--", *cmd]
         done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout or self.timeout, cwd=self.dir
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout or self.timeout,
+            cwd=self.dir,
         )
         if done.returncode != 0:
             raise RuntimeError(

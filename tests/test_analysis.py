@@ -7,18 +7,18 @@ codes gate; the API and the UI show the same findings."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
+from conftest import Databases
 from tapewire.analysis import rank
 from tapewire.cli import main
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 from tapewire.web import create_app
 
 # What each scenario plants, as the kinds that must be found (at warning or above).
@@ -36,14 +36,14 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
 
 
-def analyze_json(db: Path, *sessions: str) -> dict[str, list[dict[str, Any]]]:
+def analyze_json(db: DbRef, *sessions: str) -> dict[str, list[dict[str, Any]]]:
     result = run("analyze", *sessions, "--json", "--fail-on", "never", "--db", str(db))
     assert result.exit_code == 0, result.output
     return {s["session"]: s["findings"] for s in json.loads(result.stdout)["sessions"]}
 
 
 @pytest.fixture(scope="module")
-def found(scenarios_db: tuple[Path, dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+def found(scenarios_db: tuple[DbRef, dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
     db, ids = scenarios_db
     by_id = analyze_json(db, *ids.values())
     return {label: by_id[sid] for label, sid in ids.items()}
@@ -81,7 +81,7 @@ def test_the_findings_point_at_the_planted_turns(found: dict[str, list[dict[str,
 
 
 def test_findings_are_stored_as_turns_arrive_and_survive_rederive(
-    scenarios_db: tuple[Path, dict[str, str]], tmp_path: Path
+    scenarios_db: tuple[DbRef, dict[str, str]], dbs: Databases
 ) -> None:
     db, ids = scenarios_db
     store = open_store(db, readonly=True)
@@ -95,8 +95,7 @@ def test_findings_are_stored_as_turns_arrive_and_survive_rederive(
     assert listed[ids["loop"]]["findings"] >= 1 and listed[ids["loop"]]["worst"] == "warning"
     assert listed[ids["clean"]]["findings"] == 0
 
-    copy = tmp_path / "copy.db"
-    shutil.copy(db, copy)
+    copy = dbs.clone(db)
     before = analyze_json(copy, *ids.values())
     result = run("rederive", "--db", str(copy))
     assert result.exit_code == 0, result.output
@@ -109,7 +108,7 @@ def test_findings_are_stored_as_turns_arrive_and_survive_rederive(
     assert analyze_json(copy, *ids.values()) == before
 
 
-def test_the_recorded_claude_session_reports_its_errors_and_no_loop(recorded_db: Path) -> None:
+def test_the_recorded_claude_session_reports_its_errors_and_no_loop(recorded_db: DbRef) -> None:
     (findings,) = analyze_json(recorded_db).values()
     kinds = {f["kind"] for f in findings}
     assert not kinds & {"repeated_call", "call_cycle", "no_progress", "retry"}
@@ -118,7 +117,7 @@ def test_the_recorded_claude_session_reports_its_errors_and_no_loop(recorded_db:
     assert {f["evidence"]["tool"] for f in errors} == {"Bash", "Read", "Edit"}
 
 
-def test_analyze_exit_codes_gate_ci(scenarios_db: tuple[Path, dict[str, str]]) -> None:
+def test_analyze_exit_codes_gate_ci(scenarios_db: tuple[DbRef, dict[str, str]]) -> None:
     db, ids = scenarios_db
     clean = run("analyze", ids["clean"], "--fail-on", "warning", "--db", str(db))
     assert clean.exit_code == 0, clean.output
@@ -134,7 +133,7 @@ def test_analyze_exit_codes_gate_ci(scenarios_db: tuple[Path, dict[str, str]]) -
     assert bad.exit_code == 1 and "no session matches" in bad.output
 
 
-def test_drift_names_the_step_and_the_run(scenarios_db: tuple[Path, dict[str, str]]) -> None:
+def test_drift_names_the_step_and_the_run(scenarios_db: tuple[DbRef, dict[str, str]]) -> None:
     db, ids = scenarios_db
     result = run("drift", ids["drift-1"], ids["drift-2"], ids["drift-3"], "--json", "--db", str(db))
     assert result.exit_code == 1  # a run drifted
@@ -158,7 +157,7 @@ def test_drift_names_the_step_and_the_run(scenarios_db: tuple[Path, dict[str, st
 
 
 @pytest.fixture
-async def client(scenarios_db: tuple[Path, dict[str, str]]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(scenarios_db: tuple[DbRef, dict[str, str]]) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(scenarios_db[0])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
@@ -168,7 +167,7 @@ async def client(scenarios_db: tuple[Path, dict[str, str]]) -> AsyncIterator[htt
 
 
 async def test_the_api_and_the_ui_show_the_same_findings(
-    scenarios_db: tuple[Path, dict[str, str]], client: httpx.AsyncClient
+    scenarios_db: tuple[DbRef, dict[str, str]], client: httpx.AsyncClient
 ) -> None:
     db, ids = scenarios_db
     cli = analyze_json(db, ids["loop"])[ids["loop"]]

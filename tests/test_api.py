@@ -28,13 +28,14 @@ from fastapi.testclient import TestClient
 from hypothesis import settings
 from schemathesis.checks import positive_data_acceptance
 
-from conftest import settings_for, stored
+from conftest import Databases, settings_for, stored
 from fakeprovider import FakeProvider
 from servecli import ServeProcess, cli
 from tapewire import query
 from tapewire.capture.headers import CREDENTIAL_HEADERS
 from tapewire.service import ServiceThread
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 from tapewire.web import ReadServer, create_app
 
 SESSION = "ac9b5a71-50d4-47c2-b771-4d5c3e96d899"  # the harness's session id
@@ -44,7 +45,7 @@ URL_LINE = re.compile(r"UI: (http://\S+)/ ")
 
 
 @pytest.fixture(scope="module")
-def app(recorded_db: Path) -> Iterator[FastAPI]:
+def app(recorded_db: DbRef) -> Iterator[FastAPI]:
     app = create_app(recorded_db)
     yield app
     app.state.readers.stop()
@@ -57,7 +58,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def sid(recorded_db: Path) -> str:
+def sid(recorded_db: DbRef) -> str:
     store = open_store(recorded_db, readonly=True)
     try:
         return query.resolve_session(store, SESSION)
@@ -70,7 +71,7 @@ def _twin(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _read(db: Path, fn: Any) -> Any:
+def _read(db: DbRef, fn: Any) -> Any:
     store = open_store(db, readonly=True)
     try:
         return _twin(fn(store))
@@ -99,7 +100,7 @@ def _error(resp: httpx.Response, status: int, *words: str) -> str:
 # ---- in process, over the recording ---------------------------------------------------------
 
 
-def test_sessions_are_the_query_layers(client: TestClient, recorded_db: Path) -> None:
+def test_sessions_are_the_query_layers(client: TestClient, recorded_db: DbRef) -> None:
     page = _ok(client.get("/api/sessions"))
     assert page["next_cursor"] is None
     assert page["sessions"] == _read(recorded_db, query.sessions)
@@ -120,7 +121,7 @@ def test_sessions_are_the_query_layers(client: TestClient, recorded_db: Path) ->
 
 
 def test_session_by_any_ref_with_its_threads(
-    client: TestClient, recorded_db: Path, sid: str
+    client: TestClient, recorded_db: DbRef, sid: str
 ) -> None:
     detail = _ok(client.get(f"/api/sessions/{sid}"))
     assert set(detail) == {"session", "threads"}
@@ -135,7 +136,7 @@ def test_session_by_any_ref_with_its_threads(
 
 
 def test_timeline_lists_the_tool_error_in_its_call(
-    client: TestClient, recorded_db: Path, sid: str
+    client: TestClient, recorded_db: DbRef, sid: str
 ) -> None:
     timeline = _ok(client.get(f"/api/sessions/{SESSION}/timeline"))
     assert timeline["session"] == sid
@@ -166,7 +167,9 @@ def test_raw_exchange_decoded_without_credentials(client: TestClient, sid: str) 
     _error(client.get("/api/exchanges/nosuchexchange/raw"), 404, "no exchange")
 
 
-def test_search_finds_the_turn_with_the_tool_error(client: TestClient, sid: str) -> None:
+def test_search_finds_the_turn_with_the_tool_error(
+    client: TestClient, sid: str, backend: str
+) -> None:
     page = _ok(client.get("/api/search", params={"q": "flibbertigibbet"}))
     assert page["next_offset"] is None
     hits = page["hits"]
@@ -189,12 +192,16 @@ def test_search_finds_the_turn_with_the_tool_error(client: TestClient, sid: str)
     assert first["hits"] == hits[:1] and first["next_offset"] == 1
     second = client.get("/api/search", params={"q": "flibbertigibbet", "limit": 1, "offset": 1})
     assert _ok(second)["hits"] == hits[1:2]
-    _error(client.get("/api/search", params={"q": '"unclosed'}), 400, "q:")
+    unclosed = client.get("/api/search", params={"q": '"flibbertigibbet'})
+    if backend == "sqlite":  # an FTS5 syntax error, said in words
+        _error(unclosed, 400, "q:")
+    else:  # PostgreSQL's web-search syntax reads any text: here, the word
+        assert _ok(unclosed)["hits"] == hits
     _error(client.get("/api/search"), 400, "q")
     _error(client.get("/api/search", params={"q": "x", "session": "nosuch"}), 404)
 
 
-def test_tools_with_their_error_counts(client: TestClient, recorded_db: Path, sid: str) -> None:
+def test_tools_with_their_error_counts(client: TestClient, recorded_db: DbRef, sid: str) -> None:
     tools = _ok(client.get("/api/tools"))["tools"]
     assert tools == _read(recorded_db, query.tool_stats)
     timeline = _ok(client.get(f"/api/sessions/{sid}/timeline"))["turns"]
@@ -206,7 +213,7 @@ def test_tools_with_their_error_counts(client: TestClient, recorded_db: Path, si
     _error(client.get("/api/tools", params={"session": "nosuch"}), 404)
 
 
-def test_export_streams_jsonl(client: TestClient, recorded_db: Path, sid: str) -> None:
+def test_export_streams_jsonl(client: TestClient, recorded_db: DbRef, sid: str) -> None:
     resp = client.get("/api/export")
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/x-ndjson"
@@ -226,6 +233,10 @@ def test_diff_of_the_run_with_itself(client: TestClient, sid: str) -> None:
     assert result["identical"] is True and result["first_divergence"] is None
     _error(client.get("/api/diff", params={"a": sid}), 400, "b")
     _error(client.get("/api/diff", params={"a": sid, "b": "nosuch"}), 404)
+    # A NUL (which PostgreSQL text cannot hold) names no session, as any other text would.
+    _error(client.get("/api/diff", params={"a": sid, "b": "no\x00such"}), 404, "no session")
+    nul_model = client.get("/api/search", params={"q": "flibbertigibbet", "model": "a\x00b"})
+    assert _ok(nul_model)["hits"] == []
 
 
 def test_errors_are_json(client: TestClient) -> None:
@@ -271,16 +282,17 @@ async def _one_turn_sessions(url: str, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def five_sessions_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def five_sessions_db(session_dbs: Databases, tmp_path_factory: pytest.TempPathFactory) -> DbRef:
     tmp = tmp_path_factory.mktemp("five")
     with FakeProvider() as fake:
-        with ServiceThread(settings_for(fake, tmp)) as service:
+        settings = settings_for(fake, tmp, db=session_dbs.new("five"))
+        with ServiceThread(settings) as service:
             asyncio.run(_one_turn_sessions(service.url, 5))
             stored(service).close()
-    return tmp / "tapewire.db"
+    return settings.db
 
 
-def test_cursor_pages_through_every_session(five_sessions_db: Path) -> None:
+def test_cursor_pages_through_every_session(five_sessions_db: DbRef) -> None:
     app = create_app(five_sessions_db)
     with TestClient(app) as client:
         every = _ok(client.get("/api/sessions"))["sessions"]
@@ -314,7 +326,7 @@ schema = schemathesis.openapi.from_asgi("/api/openapi.json", SCHEMA_APP)
 
 
 @pytest.fixture(scope="module")
-def schema_db(recorded_db: Path) -> Iterator[Path]:
+def schema_db(recorded_db: DbRef) -> Iterator[DbRef]:
     SCHEMA_APP.state.readers.db = recorded_db
     yield recorded_db
     SCHEMA_APP.state.readers.stop()
@@ -322,10 +334,10 @@ def schema_db(recorded_db: Path) -> Iterator[Path]:
 
 @schema.parametrize()
 @settings(max_examples=20, deadline=None)
-def test_api_conforms_to_its_openapi_document(case: Any, schema_db: Path) -> None:
+def test_api_conforms_to_its_openapi_document(case: Any, schema_db: DbRef) -> None:
     excluded = []
     if case.operation.path in ("/api/sessions", "/api/search", "/api/findings"):
-        # An FTS5 query, an ISO date-time (naive: local) and an opaque cursor are strings whose
+        # A full-text query (FTS5 on SQLite), an ISO date-time (naive: local) and an opaque cursor are strings whose
         # grammar the document cannot state: a string outside it is a 400, said in words.
         excluded.append(positive_data_acceptance)
     case.call_and_validate(excluded_checks=excluded)
@@ -348,7 +360,7 @@ def _wait_for_url(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
     raise AssertionError(f"no read API URL: {''.join(seen)}")
 
 
-def test_ui_serves_an_existing_database_over_a_socket(recorded_db: Path) -> None:
+def test_ui_serves_an_existing_database_over_a_socket(recorded_db: DbRef) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "tapewire", "ui", "--db", str(recorded_db), "--listen",
          "127.0.0.1:0"],
@@ -373,7 +385,7 @@ def test_ui_serves_an_existing_database_over_a_socket(recorded_db: Path) -> None
                 proc.kill()
 
 
-def test_export_cut_short_and_stop_let_go_of_every_store(recorded_db: Path) -> None:
+def test_export_cut_short_and_stop_let_go_of_every_store(recorded_db: DbRef) -> None:
     before = set(threading.enumerate())
     server = ReadServer(recorded_db, "127.0.0.1", 0)
     server.start()
@@ -399,13 +411,13 @@ def test_export_cut_short_and_stop_let_go_of_every_store(recorded_db: Path) -> N
     assert not [t for t in started if t.is_alive() and t.name.startswith("tapewire")]
 
 
-def test_ui_needs_a_database(tmp_path: Path) -> None:
-    out = cli("ui", "--db", str(tmp_path / "none.db"), "--listen", "127.0.0.1:0", check=False)
+def test_ui_needs_a_database(db: DbRef) -> None:
+    # No file at that path; a server whose schema holds no tapewire tables.
+    out = cli("ui", "--db", str(db), "--listen", "127.0.0.1:0", check=False)
     assert out.returncode != 0 and "no database" in out.stderr
 
 
-def test_serve_starts_and_stops_the_read_api(fake: FakeProvider, tmp_path: Path) -> None:
-    db = tmp_path / "tapewire.db"
+def test_serve_starts_and_stops_the_read_api(fake: FakeProvider, db: DbRef) -> None:
     with ServeProcess(db, fake.url, "--ui-listen", "127.0.0.1:0") as serve:
         deadline = time.monotonic() + 20
         while not (m := URL_LINE.search(serve.log.read_text())):
@@ -468,19 +480,22 @@ def own_address() -> str:
 
 
 def test_beyond_loopback_no_start_without_a_token(
-    own_address: str, recorded_db: Path, tmp_path: Path
+    own_address: str, recorded_db: DbRef, db: DbRef, tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="without --token"):
         ReadServer(recorded_db, own_address, 0)
     out = cli("ui", "--db", str(recorded_db), "--listen", f"{own_address}:0", check=False)
     assert out.returncode != 0 and "without --token" in out.stderr
-    out = cli("serve", "--db", str(tmp_path / "t.db"), "--listen", "127.0.0.1:0",
+    journal = tmp_path / "t.journal"
+    out = cli("serve", "--db", str(db), "--journal", str(journal), "--listen", "127.0.0.1:0",
               "--ui-listen", f"{own_address}:0", check=False)  # fmt: skip
     assert out.returncode != 0 and "without --token" in out.stderr
-    assert not (tmp_path / "t.db.journal").exists()  # refused before anything started
+    assert not journal.exists()  # refused before anything started
 
 
-def test_beyond_loopback_every_request_needs_the_token(own_address: str, recorded_db: Path) -> None:
+def test_beyond_loopback_every_request_needs_the_token(
+    own_address: str, recorded_db: DbRef
+) -> None:
     server = ReadServer(recorded_db, own_address, 0, token="read-token-123")
     server.start()
     try:

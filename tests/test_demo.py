@@ -21,8 +21,10 @@ from click.testing import CliRunner
 
 from tapewire import query
 from tapewire.cli.demo import demo
+from tapewire.demo import record_demo
 from tapewire.demo.recording import flush_chunks, load_recording
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 BUNDLED = Path(str(resources.files("tapewire") / "data" / "demo" / "claude-20260727-019fa57e"))
 FIXTURE = Path(__file__).parent / "fixtures" / "recordings" / "claude-20260727-019fa57e"
@@ -104,13 +106,8 @@ def test_recorded_responses_stream_in_the_pieces_the_provider_flushed() -> None:
     assert flush_chunks(b"") == []
 
 
-def test_demo_records_into_a_new_database(tmp_path: Path) -> None:
-    db = tmp_path / "sub" / "demo.db"
-    result = CliRunner().invoke(demo, ["--no-serve", "--db", str(db)])
-    assert result.exit_code == 0, result.output
-    assert result.stdout == f"{db}\n"
-    assert f"tapewire demo: 2 sessions recorded into {db}" in result.stderr
-
+def _check_recorded(db: DbRef) -> None:
+    """What the demo recorded, read back from its store."""
     store = open_store(db, readonly=True)
     try:
         _, openai = _check_sessions(query.sessions(store))
@@ -128,6 +125,24 @@ def test_demo_records_into_a_new_database(tmp_path: Path) -> None:
         store.close()
 
 
+# SQLite only: `tapewire demo` makes a new SQLite file by design (its --db is a path).
+def test_demo_records_into_a_new_database(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "demo.db"
+    result = CliRunner().invoke(demo, ["--no-serve", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{db}\n"
+    assert f"tapewire demo: 2 sessions recorded into {db}" in result.stderr
+    _check_recorded(db)
+
+
+def test_the_demo_recording_reads_the_same_from_either_backend(db: DbRef) -> None:
+    """The demo's pipeline (recording, conversation, derivation, pricing, search) into a store
+    of each backend: the same sessions, figures and hits."""
+    _check_sessions(record_demo(db))  # type: ignore[arg-type]
+    _check_recorded(db)
+
+
+# SQLite only: the demo's --db is a path; what it refuses is an existing file.
 def test_demo_refuses_a_database_that_exists(tmp_path: Path) -> None:
     db = tmp_path / "tapewire.db"
     db.write_bytes(b"a user's real database")
@@ -143,6 +158,7 @@ def _lines(stream: Any, into: queue.Queue[str]) -> None:
         into.put(line)
 
 
+# SQLite only: `tapewire demo` makes a new SQLite file by design.
 def test_demo_serves_what_it_recorded_until_sigint(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     proc = subprocess.Popen(

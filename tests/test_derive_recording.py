@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,41 @@ def test_full_text_search_reaches_prompts_tool_arguments_and_results(recorded_db
         results = store.search_nodes("error", limit=500)
         assert "tool_result" in {kind for _, kind in results}
         assert store.search_nodes("zzzqqqnotthere") == []
+    finally:
+        store.close()
+
+
+# Words the recording holds inside URLs and paths (`https://…`, `/private/…`, `….png`), in
+# plain prose, and phrases across punctuation: found alike on either backend.
+SEARCHES = ["https", "private", "png", "classify", "flibbertigibbet", '"command not found"',
+            '"generate claude fixture"', "tool_result"]  # fmt: skip
+
+
+def test_a_word_or_phrase_finds_exactly_the_texts_that_hold_it(recorded_db: DbRef) -> None:
+    """A text's words are its runs of letters and digits, whatever surrounds them (FTS5's
+    unicode61 on SQLite; the same words fed to PostgreSQL's parser): the hits of a word or a
+    phrase are every searchable text of every node holding those words in a row."""
+    from tapewire.query import search_texts
+
+    store = open_store(recorded_db, readonly=True)
+    try:
+        texts = [
+            (nid, kind, re.findall(r"[^\W_]+", text.lower()))
+            for nid, _, role, content, _ in store.iter_nodes()
+            for kind, text in search_texts(role, content)
+        ]
+        for query in SEARCHES:
+            phrase = re.findall(r"[^\W_]+", query.lower())
+            holding = {
+                (nid, kind)
+                for nid, kind, words in texts
+                if any(
+                    words[i : i + len(phrase)] == phrase
+                    for i in range(len(words) - len(phrase) + 1)
+                )
+            }
+            assert holding, query
+            assert set(store.search_nodes(query, limit=10_000)) == holding, query
     finally:
         store.close()
 

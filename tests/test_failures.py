@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import logging
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from failhelpers import ReadOnly, open_connections, raw_request, request_head, t
 from fakeprovider import FakeProvider, fake_bytes, unreachable_port
 from tapewire.service import Service, ServiceThread
 from tapewire.store import ExchangeRow, Store, open_store
+from tapewire.store.location import DbRef
 
 TAPEWIRE = str(Path(sys.executable).with_name("tapewire"))
 CHAT = {"model": "gpt-fake", "messages": [{"role": "user", "content": "Hi"}]}
@@ -109,12 +109,12 @@ def still_works_sync(service: Service, fake: FakeProvider, providers: tuple[str,
 
 
 @contextlib.contextmanager
-def running(fake: FakeProvider, tmp_path: Path, **overrides: Any) -> Iterator[Service]:
-    with ServiceThread(settings_for(fake, tmp_path, **overrides)) as service:
+def running(fake: FakeProvider, tmp_path: Path, db: DbRef, **overrides: Any) -> Iterator[Service]:
+    with ServiceThread(settings_for(fake, tmp_path, db=db, **overrides)) as service:
         yield service
 
 
-async def tapewire_status(db: Path, journal: Path) -> dict[str, Any]:
+async def tapewire_status(db: DbRef, journal: Path) -> dict[str, Any]:
     """`tapewire status --json`, run as the user would run it."""
     proc = await asyncio.create_subprocess_exec(
         TAPEWIRE,
@@ -262,16 +262,16 @@ async def test_client_disconnect_mid_request(
 
 
 @contextlib.contextmanager
-def refusing(fake: FakeProvider, tmp_path: Path, name: str) -> Iterator[Service]:
+def refusing(fake: FakeProvider, tmp_path: Path, db: DbRef, name: str) -> Iterator[Service]:
     """A recorder whose upstream `name` has nothing listening; the others go to the fake."""
     upstreams = [f"{n}={fake.url}" for n in ("anthropic", "openai", "ollama") if n != name]
     upstreams.append(f"{name}=http://127.0.0.1:{unreachable_port()}")
-    with running(fake, tmp_path, upstreams=upstreams) as service:
+    with running(fake, tmp_path, db, upstreams=upstreams) as service:
         yield service
 
 
-def test_upstream_refused_anthropic_sdk(fake: FakeProvider, tmp_path: Path) -> None:
-    with refusing(fake, tmp_path, "anthropic") as service:
+def test_upstream_refused_anthropic_sdk(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    with refusing(fake, tmp_path, db, "anthropic") as service:
         dead_url = service.upstreams["anthropic"].origin
         with (
             anthropic.Anthropic(base_url=service.url, api_key="sk-test", max_retries=0) as client,
@@ -306,8 +306,8 @@ def test_upstream_refused_anthropic_sdk(fake: FakeProvider, tmp_path: Path) -> N
         still_works_sync(service, fake, ("openai",))
 
 
-def test_upstream_refused_openai_sdk(fake: FakeProvider, tmp_path: Path) -> None:
-    with refusing(fake, tmp_path, "openai") as service:
+def test_upstream_refused_openai_sdk(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    with refusing(fake, tmp_path, db, "openai") as service:
         dead_url = service.upstreams["openai"].origin
         with (
             openai.OpenAI(base_url=service.url + "/v1", api_key="sk-test", max_retries=0) as client,
@@ -390,8 +390,8 @@ async def test_upstream_reset_mid_stream(fake: FakeProvider, recorder: Service) 
 # --------------------------------------------------------------------------- upstream timeout
 
 
-async def test_upstream_timeout(fake: FakeProvider, tmp_path: Path) -> None:
-    with running(fake, tmp_path, read_timeout=0.5) as service:
+async def test_upstream_timeout(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    with running(fake, tmp_path, db, read_timeout=0.5) as service:
         hang = {"x-fake-scenario": "hang", "x-fake-delay-ms": "30000"}
         async with aiohttp.ClientSession() as session:
             started = time.monotonic()
@@ -446,8 +446,8 @@ async def test_upstream_timeout(fake: FakeProvider, tmp_path: Path) -> None:
         await assert_still_works(service, fake)
 
 
-def test_upstream_timeout_openai_sdk(fake: FakeProvider, tmp_path: Path) -> None:
-    with running(fake, tmp_path, read_timeout=0.5) as service:
+def test_upstream_timeout_openai_sdk(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    with running(fake, tmp_path, db, read_timeout=0.5) as service:
         with (
             openai.OpenAI(base_url=service.url + "/v1", api_key="sk-test", max_retries=0) as client,
             pytest.raises(openai.APIStatusError) as info,
@@ -539,7 +539,6 @@ async def test_wrong_content_encoding_is_named_in_store(
     assert fake.received[0].body == body
     with store_of(recorder) as store:
         (row,) = store.exchanges(with_bodies=True)
-        assert isinstance(store.conn, sqlite3.Connection)  # type: ignore[attr-defined]
         (encoding,) = store.conn.execute(  # type: ignore[attr-defined]
             "SELECT request_encoding FROM exchanges WHERE id = ?", (row.id,)
         ).fetchone()
@@ -641,7 +640,7 @@ async def test_non_ascii_request_header_bytes_forwarded_unchanged(
 
 
 async def test_non_ascii_response_header_bytes_forwarded_unchanged(
-    fake: FakeProvider, tmp_path: Path
+    fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
     """The same for a response header: the agent gets the upstream's bytes."""
     head = (
@@ -663,7 +662,7 @@ async def test_non_ascii_response_header_bytes_forwarded_unchanged(
     port = server.sockets[0].getsockname()[1]
     upstreams = [f"anthropic={fake.url}", f"openai={fake.url}", f"raw=http://127.0.0.1:{port}"]
     try:
-        with running(fake, tmp_path, upstreams=upstreams) as service:
+        with running(fake, tmp_path, db, upstreams=upstreams) as service:
             resp = await raw_request(
                 service.port, "GET", "/u/raw/v1/models", [("Host", "x"), ("Connection", "close")]
             )
@@ -887,11 +886,13 @@ async def test_gzip_response_stays_compressed(fake: FakeProvider, recorder: Serv
 # --------------------------------------------------------------------------- memory cap
 
 
-async def test_capture_cap_truncates_record_not_traffic(fake: FakeProvider, tmp_path: Path) -> None:
+async def test_capture_cap_truncates_record_not_traffic(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
     cap = 1 * MB
     size = 5 * MB
     body = b"".join(fake_bytes(size))
-    with running(fake, tmp_path, exchange_cap=cap) as service:
+    with running(fake, tmp_path, db, exchange_cap=cap) as service:
         async with (
             aiohttp.ClientSession() as session,
             session.post(
@@ -924,6 +925,7 @@ async def test_capture_cap_truncates_record_not_traffic(fake: FakeProvider, tmp_
 # --------------------------------------------------------------------------- store unwritable
 
 
+# SQLite only: about the database's own folder made read-only (PostgreSQL has no file here).
 async def test_store_read_only_keeps_traffic_and_backlog(
     fake: FakeProvider, tmp_path: Path
 ) -> None:
@@ -938,7 +940,7 @@ async def test_store_read_only_keeps_traffic_and_backlog(
     except OSError as e:
         pytest.skip(f"cannot make a directory read-only here: {e}")
     try:
-        with running(fake, tmp_path, db=db, journal=journal) as service:
+        with running(fake, tmp_path, db, journal=journal) as service:
             async with aiohttp.ClientSession() as session:
                 for _ in range(3):
                     async with session.post(service.url + "/v1/chat/completions", json=CHAT) as r:
@@ -998,10 +1000,10 @@ def full_journal(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_full_disk_traffic_succeeds_drops_counted(
-    fake: FakeProvider, tmp_path: Path, full_journal: Path
+    fake: FakeProvider, tmp_path: Path, db: DbRef, full_journal: Path
 ) -> None:
-    db = tmp_path / "tapewire.db"
-    with running(fake, tmp_path, db=db, journal=full_journal) as service:
+    """The journal's disk is full (the store's is not: it is on either backend)."""
+    with running(fake, tmp_path, db, journal=full_journal) as service:
         async with aiohttp.ClientSession() as session:
             for i in range(12):
                 body = bytes([i]) * (40 * 1024)

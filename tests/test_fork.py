@@ -26,7 +26,8 @@ from tapewire import query
 from tapewire.cli import main
 from tapewire.replay.fork import ForkError, edit_message
 from tapewire.service import ServiceThread
-from tapewire.store import Store, open_store
+from tapewire.store import Store, location, open_store
+from tapewire.store.location import DbRef
 from tapewire.web import create_app
 
 API_KEY = "sk-test-tapewire-fork"
@@ -170,11 +171,11 @@ PLAYERS: dict[str, Callable[[str, str], None]] = {
 }  # fmt: skip
 
 
-def _record(fake: FakeProvider, tmp_path: Path, fmt: str) -> tuple[Path, str]:
+def _record(fake: FakeProvider, tmp_path: Path, db: DbRef, fmt: str) -> tuple[DbRef, str]:
     """The five-turn conversation recorded in a fresh store: (db, session id)."""
     name = f"parent-{fmt}"
     fake.script(name, SCRIPT)
-    settings = settings_for(fake, tmp_path)
+    settings = settings_for(fake, tmp_path, db=db)
     with ServiceThread(settings) as service:
         PLAYERS[fmt](service.url, name)
     store = open_store(settings.db, readonly=True)
@@ -212,7 +213,7 @@ def _swap(body: bytes, old: str, new: str) -> bytes:
     return body.replace(before, after)
 
 
-def _read(db: Path, fn: Callable[[Store], Any]) -> Any:
+def _read(db: DbRef, fn: Callable[[Store], Any]) -> Any:
     store = open_store(db, readonly=True)
     try:
         return fn(store)
@@ -225,9 +226,9 @@ def _read(db: Path, fn: Callable[[Store], Any]) -> Any:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_fork_at_turn_4_with_an_edited_message(
-    fmt: str, fake: FakeProvider, tmp_path: Path
+    fmt: str, fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
-    db, parent = _record(fake, tmp_path, fmt)
+    db, parent = _record(fake, tmp_path, db, fmt)
     recorded = [r.body for r in fake.received]
     assert len(recorded) == 5
     turn4 = recorded[3]
@@ -304,7 +305,7 @@ def test_fork_at_turn_4_with_an_edited_message(
     _read_side_shows_the_fork(db, parent, fork_id)
 
 
-def _read_side_shows_the_fork(db: Path, parent: str, fork_id: str) -> None:
+def _read_side_shows_the_fork(db: DbRef, parent: str, fork_id: str) -> None:
     listing = _cli("sessions", "--db", str(db)).stdout
     assert f"⑂ {parent[:8]}@t4" in listing
     listed = json.loads(_cli("sessions", "--json", "--db", str(db)).stdout)
@@ -351,10 +352,10 @@ def _read_side_shows_the_fork(db: Path, parent: str, fork_id: str) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_message_at_a_tool_result_replaces_the_result(
-    fmt: str, fake: FakeProvider, tmp_path: Path
+    fmt: str, fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
     """Turn 5 ends with a tool's result: --message replaces that result, and says so."""
-    db, parent = _record(fake, tmp_path, fmt)
+    db, parent = _record(fake, tmp_path, db, fmt)
     turn5 = fake.received[4].body
     out = _cli("fork", parent, "--at", "5", "--message", "0 passed, 3 failed", "--json",
                *_upstreams(fake), "--db", str(db))  # fmt: skip
@@ -365,11 +366,11 @@ def test_a_message_at_a_tool_result_replaces_the_result(
 
 
 def test_fork_by_node_with_an_edited_body_and_a_second_fork(
-    fake: FakeProvider, tmp_path: Path
+    fake: FakeProvider, tmp_path: Path, db: DbRef
 ) -> None:
     """--at takes a node; --edit sends a person's edited body as it is; forking the same turn
     again gets a name of its own; the fork without changes resends the request byte for byte."""
-    db, parent = _record(fake, tmp_path, "anthropic")
+    db, parent = _record(fake, tmp_path, db, "anthropic")
     turn4 = fake.received[3].body
     nodes = _read(db, lambda s: s.turn_rows(parent)[3])
     for node in (nodes["request_node"], nodes["request_node"][:12], nodes["response_nodes"][0]):
@@ -399,8 +400,8 @@ def test_fork_by_node_with_an_edited_body_and_a_second_fork(
     )
 
 
-def test_fork_refuses_what_it_cannot_do(fake: FakeProvider, tmp_path: Path) -> None:
-    db, parent = _record(fake, tmp_path, "chat")
+def test_fork_refuses_what_it_cannot_do(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    db, parent = _record(fake, tmp_path, db, "chat")
     sent = len(fake.received)
     out = _cli("fork", parent, "--at", "9", "--print", "--db", str(db), code=1)
     assert "turns 1 to 5" in out.output
@@ -415,7 +416,7 @@ def test_fork_refuses_what_it_cannot_do(fake: FakeProvider, tmp_path: Path) -> N
     assert len(fake.received) == sent
 
 
-def _wait_for_turns(db: Path, name: str, turns: int) -> str:
+def _wait_for_turns(db: DbRef, name: str, turns: int) -> str:
     """The session named `name`, once a running serve has stored `turns` turns of it."""
 
     def count(store: Store) -> tuple[str | None, int]:
@@ -424,18 +425,20 @@ def _wait_for_turns(db: Path, name: str, turns: int) -> str:
 
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if db.exists():
-            sid, n = _read(db, count)
-            if sid is not None and n == turns:
-                return sid
+        try:
+            sid, n = _read(db, count) if location.exists(db) else (None, 0)
+        except FileNotFoundError:  # PostgreSQL: serve has not made the tables yet
+            sid, n = None, 0
+        if sid is not None and n == turns:
+            return sid
         time.sleep(0.1)
     raise AssertionError(f"{name}: {turns} turns were not stored")
 
 
-def test_fork_goes_through_the_running_serve(fake: FakeProvider, tmp_path: Path) -> None:
-    """With a `tapewire serve` owning the database's journal, the fork goes through it (its
-    upstreams; --upstream is refused) and waits until it has stored the fork."""
-    db = tmp_path / "served.db"
+def test_fork_goes_through_the_running_serve(fake: FakeProvider, db: DbRef) -> None:
+    """With a `tapewire serve` owning the database's journal (where serve and fork both put it
+    by default), the fork goes through it (its upstreams; --upstream is refused) and waits
+    until it has stored the fork."""
     fake.script("parent-chat", SCRIPT)
     with ServeProcess(db, fake.url) as serve:
         _chat(serve.url, "parent-chat")

@@ -5,16 +5,17 @@ session without counting a token twice. Fixtures: tests/fixtures/transcripts/REA
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import Databases
 from servecli import cli
 from tapewire.importers import import_claude_code, import_codex, list_files
 from tapewire.query import session_detail, sessions
 from tapewire.store import Store, open_store
+from tapewire.store.location import DbRef
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"
 CLAUDE = FIXTURES / "claude-code"
@@ -38,8 +39,8 @@ def _only(store: Store, harness_session: str) -> dict[str, Any]:
     return session_detail(store, sid)
 
 
-def test_claude_code_sessions_turns_and_tool_calls_as_the_files_say(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_claude_code_sessions_turns_and_tool_calls_as_the_files_say(db: DbRef) -> None:
+    store = open_store(db)
     report = _claude(store)
     assert report.files == 2 and report.synthesized == 5 and report.sessions_new == 1
     detail = _only(store, CLAUDE_SESSION)
@@ -80,8 +81,8 @@ def test_claude_code_sessions_turns_and_tool_calls_as_the_files_say(tmp_path: Pa
     store.close()
 
 
-def test_damaged_lines_are_reported_and_unknown_records_counted(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_damaged_lines_are_reported_and_unknown_records_counted(db: DbRef, tmp_path: Path) -> None:
+    store = open_store(db)
     report = _claude(store)
     main = CLAUDE / "-home-dev-demo" / f"{CLAUDE_SESSION}.jsonl"
     assert len(report.malformed) == 1
@@ -98,8 +99,8 @@ def test_damaged_lines_are_reported_and_unknown_records_counted(tmp_path: Path) 
     store.close()
 
 
-def test_reimport_changes_nothing(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_reimport_changes_nothing(db: DbRef) -> None:
+    store = open_store(db)
     _claude(store)
     _codex(store)
 
@@ -116,8 +117,8 @@ def test_reimport_changes_nothing(tmp_path: Path) -> None:
     store.close()
 
 
-def test_codex_rollout_turns_tool_calls_and_usage(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "t.db")
+def test_codex_rollout_turns_tool_calls_and_usage(db: DbRef) -> None:
+    store = open_store(db)
     report = _codex(store)
     assert report.synthesized == 3 and dict(report.unknown) == {"x-future-record": 1}
     assert len(report.malformed) == 1 and ".jsonl:18: not JSON" in report.malformed[0]
@@ -140,17 +141,11 @@ def test_codex_rollout_turns_tool_calls_and_usage(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def wire_db(recorded_db: Path, tmp_path: Path) -> Path:
-    db = tmp_path / "wire.db"
-    shutil.copy(recorded_db, db)
-    for suffix in ("-wal", "-shm"):
-        side = Path(str(recorded_db) + suffix)
-        if side.exists():
-            shutil.copy(side, Path(str(db) + suffix))
-    return db
+def wire_db(recorded_db: DbRef, dbs: Databases) -> DbRef:
+    return dbs.clone(recorded_db, "wire")
 
 
-def test_merge_with_the_wire_capture_counts_each_turn_once(wire_db: Path) -> None:
+def test_merge_with_the_wire_capture_counts_each_turn_once(wire_db: DbRef) -> None:
     store = open_store(wire_db)
     wire = _only(store, WIRE_SESSION)["session"]
     assert wire["source"] == "wire" and wire["facts"] is None
@@ -173,8 +168,8 @@ def test_merge_with_the_wire_capture_counts_each_turn_once(wire_db: Path) -> Non
     store.close()
 
 
-def test_cli_imports_and_show_says_transcript_only(tmp_path: Path) -> None:
-    db = str(tmp_path / "t.db")
+def test_cli_imports_and_show_says_transcript_only(db: DbRef) -> None:
+    db = str(db)
     out = cli("import", "claude-code", str(CLAUDE), "--db", db).stdout
     assert "1 sessions new" in out and "5 exchanges synthesized" in out
     assert f"{CLAUDE_SESSION}.jsonl:16: not JSON" in out

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tapewire import query
 from tapewire.cli import main
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 
 class Receiver:
@@ -82,7 +83,7 @@ def attrs(span: Any) -> dict[str, Any]:
     return out
 
 
-def export(db: Path, url: str, *args: str) -> Any:
+def export(db: DbRef, url: str, *args: str) -> Any:
     result = CliRunner().invoke(
         main, ["export", "--format", "otlp", "--endpoint", url, "--db", str(db), *args]
     )
@@ -90,7 +91,7 @@ def export(db: Path, url: str, *args: str) -> Any:
     return result
 
 
-def test_the_recorded_session_as_one_trace(recorded_db: Path, receiver: Receiver) -> None:
+def test_the_recorded_session_as_one_trace(recorded_db: DbRef, receiver: Receiver) -> None:
     store = open_store(recorded_db, readonly=True)
     try:
         (session,) = query.sessions(store)
@@ -152,7 +153,7 @@ def test_the_recorded_session_as_one_trace(recorded_db: Path, receiver: Receiver
     assert sorted((s.trace_id, s.span_id, s.parent_span_id) for s in receiver.spans) == first
 
 
-def test_content_only_when_asked(recorded_db: Path, receiver: Receiver) -> None:
+def test_content_only_when_asked(recorded_db: DbRef, receiver: Receiver) -> None:
     export(recorded_db, receiver.url, "--content")
     chats = [attrs(s) for s in receiver.spans if s.name.startswith("chat ")]
     tools = [attrs(s) for s in receiver.spans if s.name.startswith("execute_tool ")]
@@ -161,7 +162,7 @@ def test_content_only_when_asked(recorded_db: Path, receiver: Receiver) -> None:
     assert any("flibbertigibbet" in a.get("gen_ai.tool.call.result", "") for a in tools)
 
 
-def test_a_collector_that_is_not_there_is_an_error(recorded_db: Path) -> None:
+def test_a_collector_that_is_not_there_is_an_error(recorded_db: DbRef) -> None:
     result = CliRunner().invoke(main, [
         "export", "--format", "otlp", "--endpoint", "http://127.0.0.1:9", "--db", str(recorded_db),
     ])  # fmt: skip
@@ -171,7 +172,9 @@ def test_a_collector_that_is_not_there_is_an_error(recorded_db: Path) -> None:
     assert missing.exit_code == 2 and "--endpoint" in missing.output
 
 
-def test_serve_exports_turns_as_they_are_derived(receiver: Receiver, tmp_path: Path) -> None:
+def test_serve_exports_turns_as_they_are_derived(
+    receiver: Receiver, tmp_path: Path, db: DbRef
+) -> None:
     """`serve --otlp-endpoint`: the ingest worker sends each derived turn once, under its
     session's root span, while the proxy goes on recording."""
     import time
@@ -183,7 +186,7 @@ def test_serve_exports_turns_as_they_are_derived(receiver: Receiver, tmp_path: P
     from tapewire.service import ServiceThread
 
     with FakeProvider() as fake:
-        settings = settings_for(fake, tmp_path, otlp_endpoint=receiver.url)
+        settings = settings_for(fake, tmp_path, db=db, otlp_endpoint=receiver.url)
         with ServiceThread(settings) as service:
             client = openai.OpenAI(base_url=f"{service.url}/s/live/v1", api_key="sk-x")
             messages: Any = [{"role": "user", "content": "one"}]

@@ -8,10 +8,12 @@ stopping it cannot disturb the shared test server or other tests."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from fakeprovider import FakeProvider, RecordedTurn, load_recording
 from pgserver import PrivatePostgres, bin_dir
 from servecli import ServeProcess, cli
 from tapewire.journal.ingest import read_status
+from tapewire.model import Evidence, Exchange, new_id
 from tapewire.service import ServiceThread
-from tapewire.store import Store, open_store
+from tapewire.store import Batch, Store, open_store
 from tapewire.store.location import DbRef
 from tapewire.store.postgres import close_pools
 
@@ -56,10 +59,11 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 def serve_on(url: str, directory: Path, upstream: str) -> ServeProcess:
-    """A `tapewire serve` recording into `url`, its journal `directory`.journal. ServeProcess
-    names a SQLite file; the later --db and --journal win (click keeps an option's last)."""
-    journal = Path(f"{directory}.journal")
-    return ServeProcess(directory, upstream, "--db", url, "--journal", str(journal))
+    """A `tapewire serve` recording into `url`, its journal `directory`.journal, its log
+    `directory`.log."""
+    return ServeProcess(
+        url, upstream, journal=Path(f"{directory}.journal"), log=Path(f"{directory}.log")
+    )
 
 
 async def send_turn(http: aiohttp.ClientSession, base: str, name: str, turn: RecordedTurn) -> None:
@@ -76,9 +80,7 @@ async def send_turn(http: aiohttp.ClientSession, base: str, name: str, turn: Rec
 
 
 def http_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        auto_decompress=False, timeout=aiohttp.ClientTimeout(total=30)
-    )
+    return aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=30))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
@@ -143,27 +145,56 @@ def duplicates(url: str) -> dict[str, tuple[int, int]]:
         "search_rows": "node, ordinal",
         "tool_calls": "call_exchange, call_id",
     }
+    out = {}
     with psycopg.connect(url) as conn:
-        return {
-            table: tuple(  # type: ignore[misc]
-                conn.execute(
-                    f"SELECT count(*), count(DISTINCT ({key})) FROM {table}".encode()
-                ).fetchone()
-                or (0, 0)
-            )
-            for table, key in keys.items()
-        }
+        for table, key in keys.items():
+            sql = f"SELECT count(*), count(DISTINCT ({key})) FROM {table}"
+            row = conn.execute(sql.encode()).fetchone()
+            out[table] = (int(row[0]), int(row[1])) if row else (0, 0)
+    return out
 
 
-def derived_shape(store: Store) -> dict[str, Any]:
-    """What must not depend on the backend, the number of proxies or the order of arrival."""
+def derived_shape(store: Store, arrival: bool = True) -> dict[str, Any]:
+    """What must not depend on the backend or the number of proxies: per session name its
+    threads, its turns (kind, thread kind, nodes, usage, cost) and tool calls, exchange ids
+    aside. With `arrival`, also what live derivation takes from the turns derived before
+    (a turn's new input nodes, a tool call's link to its result), which is the same only when
+    each turn is derived after the one before it."""
     c = store.counts()
-    sessions = store.session_rows()
-    return {
-        "nodes": c["nodes"],
-        "turns": c["turns"],
-        "sessions": sorted((s["name"], s["turns"], s["tool_calls"]) for s in sessions),
-    }
+    shape: dict[str, Any] = {"nodes": c["nodes"], "turns": c["turns"], "sessions": {}}
+    for s in store.session_rows():
+        threads = {t["id"]: t["kind"] for t in store.thread_rows(s["id"])}
+        turns = [
+            (t["kind"], threads.get(t["thread"]), t["request_node"], tuple(t["response_nodes"]),
+             t["stop_reason"], t["input_tokens"], t["output_tokens"], t["cost_usd"])
+            + ((len(t["input_nodes"]),) if arrival else ())
+            for t in store.turn_rows(s["id"])
+        ]  # fmt: skip
+        calls = sorted(
+            (t["id"], t["name"])
+            + (
+                (t["result_node"], t["is_error"], t["result_exchange"] is not None)
+                if arrival
+                else ()
+            )
+            for t in store.tool_call_rows(s["id"])
+        )
+        shape["sessions"][s["name"]] = {
+            "title": s["title"],
+            "harness": s["harness"],
+            "threads": sorted(threads.values()),
+            "turns": turns,
+            "tool_calls": calls,
+        }
+    return shape
+
+
+def shape_of(db: DbRef, arrival: bool = True) -> dict[str, Any]:
+    store = reading(db)
+    try:
+        return derived_shape(store, arrival)
+    finally:
+        store.close()
 
 
 def verify_ok(url: str) -> None:
@@ -190,52 +221,140 @@ async def _replay_split(urls: list[str], names: list[str]) -> int:
     return sum(await asyncio.gather(*(one(k, name) for k, name in enumerate(names))))
 
 
-@pytest.mark.timeout(90)
-def test_two_proxies_record_into_one_database(
-    fake: FakeProvider, tmp_path: Path, pg_dbs: Databases
-) -> None:
-    url = str(pg_dbs.new("two_proxies"))
-    a = serve_on(url, tmp_path / "a", fake.url)
-    b = serve_on(url, tmp_path / "b", fake.url)
-    with a, b:  # both migrate the fresh schema at once (an advisory lock makes that safe)
-        sent = asyncio.run(_replay_split([a.url, b.url], NAMES))
-        assert sent == len(NAMES) * len(TURNS)
-        # Both proxies really took part, each with its own journal and recorder.
-        assert len(fake.received) == sent
-        wait_for("both journals ingested", lambda: drained(url, [a.journal, b.journal], sent), 30)
-        assert a.terminate() == 0
-        assert b.terminate() == 0
+@dataclass
+class TwoProxies:
+    url: str
+    sent: int
+    journals: list[Path]
+    live: dict[str, Any]  # the derived layer as the two ingesters left it
+    reference: Path  # the same names through one proxy into SQLite
 
+
+@pytest.fixture(scope="module")
+def two_proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoProxies]:
+    """Two `tapewire serve` processes with journals of their own recording into one fresh
+    schema, the four names' turns alternating between them, all names at once; then the same
+    names through one proxy into SQLite. The tests read it; only the last may rederive it."""
+    tmp = tmp_path_factory.mktemp("two_proxies")
+    made = Databases("postgres", tmp)
+    try:
+        url = str(made.new("two_proxies"))
+        with FakeProvider(RECORDING) as fake:
+            a, b = serve_on(url, tmp / "a", fake.url), serve_on(url, tmp / "b", fake.url)
+            with a, b:  # both migrate the fresh schema at once (an advisory lock serialises it)
+                sent = asyncio.run(_replay_split([a.url, b.url], NAMES))
+                assert sent == len(fake.received) == len(NAMES) * len(TURNS)
+                journals = [a.journal, b.journal]
+                wait_for("both journals ingested", lambda: drained(url, journals, sent), 30)
+                assert a.terminate() == 0
+                assert b.terminate() == 0
+            reference = tmp / "ref.db"
+            with ServiceThread(settings_for(fake, tmp / "ref", db=reference)) as service:
+                for name in NAMES:
+                    asyncio.run(_replay_split([service.url], [name]))
+                wait_ingested(service, timeout=30)
+        yield TwoProxies(url, sent, journals, shape_of(url), reference)
+    finally:
+        made.drop()
+
+
+@pytest.mark.timeout(90)
+def test_two_proxies_record_into_one_database(two_proxies: TwoProxies) -> None:
+    url, sent = two_proxies.url, two_proxies.sent
     c = counts(url)
     assert c["exchanges"] == sent
     assert c["outcomes"] == {"complete": sent}
     assert c["drops"] == {}
     # One session per name, each with every one of its turns, wherever they were recorded.
     assert turns_by_name(url) == dict.fromkeys(NAMES, len(TURNS))
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url) as conn:  # both proxies took part, each under its own name
         recorders = conn.execute("SELECT count(DISTINCT recorder) FROM exchanges").fetchone()
     assert recorders == (2,)
-    store = reading(url)
-    try:
-        pg_shape = derived_shape(store)
-    finally:
-        store.close()
     # Content addressing across proxies: no row twice, however the two raced.
     for table, (rows, distinct) in duplicates(url).items():
         assert rows == distinct, f"{table}: {rows} rows, {distinct} distinct"
-
-    # The same names through one proxy into SQLite: the same nodes, sessions, turns, tool calls.
-    with ServiceThread(settings_for(fake, tmp_path / "ref", db=tmp_path / "ref.db")) as service:
-        for name in NAMES:
-            asyncio.run(_replay_split([service.url], [name]))
-        wait_ingested(service, timeout=30)
-    sqlite = open_store(tmp_path / "ref.db", readonly=True)
-    try:
-        assert pg_shape == derived_shape(sqlite)
-    finally:
-        sqlite.close()
-
+    # As one proxy into SQLite: the same nodes (names share them), the same sessions, threads,
+    # turns and tool calls.
+    assert shape_of(url, arrival=False) == shape_of(two_proxies.reference, arrival=False)
     verify_ok(url)
+
+
+@pytest.mark.xfail(
+    reason="each ingester derives its own proxy's turns as they come, so a turn recorded by B is"
+    " often derived before the previous turn of its session, recorded by A: its tool results"
+    " find no call to link (the call, derived next, stays unanswered), and its new input starts"
+    " after the last turn derived rather than the last turn sent. `tapewire rederive` repairs it",
+    strict=False,
+)
+def test_two_proxies_derive_live_as_one_proxy(two_proxies: TwoProxies) -> None:
+    assert two_proxies.live == shape_of(two_proxies.reference)
+
+
+@pytest.mark.timeout(60)
+def test_two_proxies_rederived_as_one_proxy(two_proxies: TwoProxies) -> None:
+    """Derived again in the order the exchanges ended: exactly the single proxy's record."""
+    url = two_proxies.url
+    done = cli("rederive", "--db", url, "--journal", str(two_proxies.journals[0]))
+    assert f"rederived {two_proxies.sent} exchanges into {len(NAMES)} sessions" in done.stdout
+    assert shape_of(url) == shape_of(two_proxies.reference)
+    verify_ok(url)
+
+
+def _exchange(body: bytes) -> Exchange:
+    return Exchange(
+        id=new_id(), run_id="r", started_at=1.0, method="POST", path="/v1/messages",
+        upstream="anthropic", upstream_url="http://x/v1/messages", provider="anthropic",
+        request_headers=[("content-type", "application/json")], request_body=body,
+        request_size=len(body), evidence=Evidence(session="s"), recorder="j",
+    )  # fmt: skip
+
+
+def _lock_waiters(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.xfail(
+    reason="SQLStore._put_blob (store/sql.py) checks for the blob, then INSERTs it without"
+    " ON CONFLICT: when another proxy's ingester stores the same body at the same moment, the"
+    " whole batch fails with UniqueViolation and is retried (seen in the two-proxy run: the"
+    " recorded turns' bodies are the same under every name). Fix: INSERT ... ON CONFLICT(id)"
+    " DO NOTHING",
+    strict=True,
+)
+@pytest.mark.timeout(30)
+def test_two_ingesters_store_one_body_at_once(pg_dbs: Databases) -> None:
+    url = str(pg_dbs.new("blob_race"))
+    body = b'{"model": "m", "messages": []}' * 64
+    store = open_store(url)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.write(Batch(begins=[_exchange(body)]))
+        except Exception as e:
+            errors.append(e)
+
+    try:
+        with psycopg.connect(url) as other:  # another proxy's ingester, its batch not committed
+            other.execute(
+                "INSERT INTO blobs (id, size, codec, dict_id, depth, chain, data)"
+                " VALUES (%s, %s, 'raw', NULL, 0, NULL, %s)",
+                (hashlib.sha256(body).hexdigest(), len(body), body),
+            )
+            writer = threading.Thread(target=write)
+            writer.start()
+            wait_for("the second ingester to wait for the first", lambda: _lock_waiters(url), 10)
+            other.commit()
+            writer.join(timeout=10)
+        assert errors == []
+        assert store.counts()["exchanges"] == 1
+    finally:
+        store.close()
 
 
 # ---- PostgreSQL down, and back -----------------------------------------------------------------
@@ -258,13 +377,19 @@ def test_database_down_at_start_then_back(
             return ingest if ingest["last_error"] and ingest["backlog_bytes"] else None
 
         wait_for("the ingester to report the database down", failing, 20)
+        began = time.monotonic()
         report = status(url, journal)
+        assert time.monotonic() - began < 8  # the store's error is said at once, not after 10 s
         assert report["journal_backlog_bytes"] > 0
         assert report["ingest"]["last_error"]
         assert "store_error" in report  # status says the store is unreachable, and returns
 
         private_pg.start()
-        wait_for("the backlog to drain once the database is back", lambda: drained(url, [journal], sent), 30)
+        wait_for(
+            "the backlog to drain once the database is back",
+            lambda: drained(url, [journal], sent),
+            30,
+        )
         report = status(url, journal)
         assert report["journal_backlog_bytes"] == 0
         assert report["store"]["exchanges"] == sent
@@ -345,3 +470,38 @@ def test_database_restarts_under_load(
     }
     assert turns_by_name(url) == expected
     verify_ok(url)
+
+
+@pytest.mark.timeout(60)
+def test_a_store_opened_while_the_server_is_down_fails_at_once_and_opens_when_back(
+    private_pg: PrivatePostgres,
+) -> None:
+    """psycopg_pool retries a server that is down in the background, waiting twice as long
+    each time, and getconn waits its whole timeout meanwhile: opening a store must not wait
+    10 s to say the server is down, nor for the pool's next try once it is back."""
+    url = private_pg.create_database("tapewire")
+    private_pg.stop()
+    for _ in range(2):
+        began = time.monotonic()
+        with pytest.raises(ConnectionError, match="Connection refused"):
+            open_store(url)
+        assert time.monotonic() - began < 3
+    private_pg.start()
+    began = time.monotonic()
+    open_store(url).close()
+    assert time.monotonic() - began < 3
+
+    # Down again, with a pool whose connection the restart broke: the first open waits for the
+    # pool (its timeout), which is then dropped, so the next ones fail at once, and the one
+    # after the server is back connects at once.
+    private_pg.stop()
+    with pytest.raises(ConnectionError):
+        open_store(url)
+    began = time.monotonic()
+    with pytest.raises(ConnectionError, match="Connection refused"):
+        open_store(url)
+    assert time.monotonic() - began < 3
+    private_pg.start()
+    began = time.monotonic()
+    open_store(url).close()
+    assert time.monotonic() - began < 3

@@ -14,6 +14,8 @@ from conftest import RECORDING, settings_for, stored
 from fakeprovider import FakeProvider, RecordedTurn, load_recording
 from tapewire.model import header_value
 from tapewire.service import ServiceThread
+from tapewire.store import location, open_store
+from tapewire.store.location import DbRef
 
 TURNS = load_recording(RECORDING)
 # Recorded headers that describe the original connection, not the message.
@@ -62,12 +64,38 @@ def _files_under(*paths: Path) -> list[Path]:
     return found
 
 
+def _every_value(db: DbRef) -> bytes:
+    """Every value of every table of the store (FTS5's and the search vectors too), as bytes:
+    what anyone who can read the database sees."""
+    store = open_store(db, readonly=True)
+    conn = store.conn  # type: ignore[attr-defined]
+    try:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+                if location.is_postgres(db)
+                else "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        ]
+        assert {"exchanges", "blobs", "nodes"} <= set(tables)
+        out = bytearray()
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                for value in row:
+                    out += bytes(value) if isinstance(value, bytes | memoryview) else b"%r" % value
+        return bytes(out)
+    finally:
+        store.close()
+
+
 async def test_recorded_claude_session_passes_byte_exact(
-    fake: FakeProvider, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeProvider, tmp_path: Path, db: DbRef, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     assert len(TURNS) == 17
-    settings = settings_for(fake, tmp_path)
+    settings = settings_for(fake, tmp_path, db=db)
     with ServiceThread(settings) as service:
         results = await _replay(service.url)
         store = stored(service)
@@ -108,10 +136,13 @@ async def test_recorded_claude_session_passes_byte_exact(
     assert counts["body_bytes_stored"] < counts["body_bytes"] * 0.1
 
     # Credentials were forwarded, and are nowhere in the database, the journal or the logs.
-    db = settings.db
     assert sum(map(len, journal)) > sum(len(t.request_body) for t in TURNS)
-    files = _files_under(db, Path(f"{db}-wal"), settings.journal_dir)
-    everything = b"".join([*(p.read_bytes() for p in files), *journal])
+    files = _files_under(settings.journal_dir)
+    if isinstance(db, Path):  # the file itself as well: its free pages, its WAL
+        files += _files_under(db, Path(f"{db}-wal"))
+    values = _every_value(db)
+    assert b"x-claude-code-session-id" in values  # the headers that were kept are in there
+    everything = b"".join([*(p.read_bytes() for p in files), *journal, values])
     logs = caplog.text.encode()
     for i in range(len(TURNS)):
         for value in _credentials(i).values():

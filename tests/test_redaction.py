@@ -13,6 +13,7 @@ import aiohttp
 from conftest import settings_for, stored
 from fakeprovider import FakeProvider
 from tapewire.service import Service, ServiceThread
+from tapewire.store.location import DbRef
 
 # Built from pieces so this file holds no key-shaped literal.
 ANTHROPIC_KEY = "sk-ant-api03-" + "Zq3" * 30 + "AA"
@@ -81,17 +82,19 @@ async def test_secret_in_a_compressed_body_is_redacted(
     assert ("Content-Encoding", "gzip") in row.request_headers  # beside what was sent
 
 
-async def test_no_redact_keeps_bodies_whole(fake: FakeProvider, tmp_path: Path) -> None:
-    with ServiceThread(settings_for(fake, tmp_path, redact=False)) as service:
+async def test_no_redact_keeps_bodies_whole(fake: FakeProvider, tmp_path: Path, db: DbRef) -> None:
+    with ServiceThread(settings_for(fake, tmp_path, db=db, redact=False)) as service:
         await _post(service.url, _body())
         (row,) = stored(service).exchanges(with_bodies=True)
     assert row.request_body == _body()
     assert row.redactions == 0
 
 
-async def test_custom_pattern_and_credential_header(fake: FakeProvider, tmp_path: Path) -> None:
+async def test_custom_pattern_and_credential_header(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
     settings = settings_for(
-        fake, tmp_path, redact_patterns=[r"internal-id-(\d+)"],
+        fake, tmp_path, db=db, redact_patterns=[r"internal-id-(\d+)"],
         extra_credential_headers=["x-team-secret"],
     )  # fmt: skip
     body = json.dumps({"messages": [{"role": "user", "content": "internal-id-48213"}]}).encode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from conftest import settings_for, stored
+from conftest import Databases, settings_for, stored
 from fakeprovider import FakeProvider
 from scenarios import SCRIPTS, _play_anthropic, _play_openai
 from tapewire import query
@@ -30,9 +29,10 @@ from tapewire.replay.match import Recorded, request_key
 from tapewire.replay.server import ReplayServer, load, pieces
 from tapewire.service import ServiceThread
 from tapewire.store import open_store
+from tapewire.store.location import DbRef
 
 
-def recording(db: Path, session: str) -> Any:
+def recording(db: DbRef, session: str) -> Any:
     store = open_store(db, readonly=True)
     try:
         return load(store, session)
@@ -50,7 +50,7 @@ async def _raw_chunks(url: str, r: Recorded) -> tuple[int, list[bytes]]:
 
 @pytest.mark.parametrize("label", ["clean", "drift-1"])
 def test_the_same_client_script_plays_again_with_no_provider(
-    label: str, scenarios_db: tuple[Path, dict[str, str]]
+    label: str, scenarios_db: tuple[DbRef, dict[str, str]]
 ) -> None:
     """The scripted SDK conversation (Anthropic, then OpenAI) runs against the replay exactly
     as it ran against the provider: every reply the SDK decodes is the scripted one."""
@@ -67,7 +67,7 @@ def test_the_same_client_script_plays_again_with_no_provider(
 
 
 def test_each_answer_is_the_recorded_bytes_in_the_recorded_chunks(
-    scenarios_db: tuple[Path, dict[str, str]],
+    scenarios_db: tuple[DbRef, dict[str, str]],
 ) -> None:
     db, ids = scenarios_db
     rec = recording(db, ids["drift-1"])
@@ -90,7 +90,7 @@ def test_each_answer_is_the_recorded_bytes_in_the_recorded_chunks(
                 assert at in joined
 
 
-def test_check_serves_the_recorded_claude_session_byte_exact(recorded_db: Path) -> None:
+def test_check_serves_the_recorded_claude_session_byte_exact(recorded_db: DbRef) -> None:
     store = open_store(recorded_db, readonly=True)
     try:
         (session,) = query.sessions(store)
@@ -106,7 +106,7 @@ def test_check_serves_the_recorded_claude_session_byte_exact(recorded_db: Path) 
 
 
 def test_a_request_that_differs_is_a_miss_naming_the_turn(
-    scenarios_db: tuple[Path, dict[str, str]],
+    scenarios_db: tuple[DbRef, dict[str, str]],
 ) -> None:
     db, ids = scenarios_db
     rec = recording(db, ids["clean"])
@@ -144,13 +144,12 @@ def test_what_varies_between_runs_does_not_miss() -> None:
 
 
 def test_passthrough_records_the_new_branch_and_diff_shows_the_split(
-    scenarios_db: tuple[Path, dict[str, str]], tmp_path: Path
+    scenarios_db: tuple[DbRef, dict[str, str]], dbs: Databases, tmp_path: Path
 ) -> None:
     """The replayed run goes through a recording proxy whose upstream is the replay; the turn
     the recording does not hold goes on to the (fake) provider, and the run is a new session."""
     db, ids = scenarios_db
-    work = tmp_path / "tapewire.db"
-    shutil.copy(db, work)
+    work = dbs.clone(db, "work")
     scenario = SCRIPTS["clean"]
     # Turn 3's tool result differs in this run, so from turn 3 on the provider answers.
     steps = list(scenario.steps)
@@ -176,7 +175,7 @@ def test_passthrough_records_the_new_branch_and_diff_shows_the_split(
 
 
 def test_replay_runs_a_command_against_the_recording(
-    scenarios_db: tuple[Path, dict[str, str]],
+    scenarios_db: tuple[DbRef, dict[str, str]],
 ) -> None:
     db, ids = scenarios_db
     rec = recording(db, ids["clean"])
@@ -206,14 +205,16 @@ async def _arrival_gaps(url: str, r: Recorded) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
-def test_recorded_timing_keeps_the_recorded_gaps(fake: FakeProvider, tmp_path: Path) -> None:
+def test_recorded_timing_keeps_the_recorded_gaps(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
     """A stream whose events arrived 50 ms apart is replayed 50 ms apart with
     `--timing recorded`, and at once with `--timing fast`."""
     body = json.dumps({"model": "gpt-4o-mini", "stream": True,
                        "messages": [{"role": "user", "content": "pace me"}]}).encode()  # fmt: skip
     headers = {"x-fake-scenario": "paced", "x-fake-events": "5", "x-fake-delay-ms": "50",
                "content-type": "application/json"}  # fmt: skip
-    with ServiceThread(settings_for(fake, tmp_path)) as service:
+    with ServiceThread(settings_for(fake, tmp_path, db=db)) as service:
         httpx.post(f"{service.url}/s/paced/v1/chat/completions", content=body, headers=headers)
         store = stored(service)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -32,10 +31,11 @@ from scenarios import (
 )
 from tapewire.query import session_detail, sessions
 from tapewire.store import Store, open_store
+from tapewire.store.location import DbRef
 
 
 @pytest.fixture(scope="module")
-def recorded(scenarios_db: tuple[Path, dict[str, str]]) -> Iterator[tuple[Store, dict[str, str]]]:
+def recorded(scenarios_db: tuple[DbRef, dict[str, str]]) -> Iterator[tuple[Store, dict[str, str]]]:
     db, ids = scenarios_db
     store = open_store(db, readonly=True)
     try:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import RECORDING, settings_for, wait_ingested
+from conftest import RECORDING, Databases, settings_for, wait_ingested
 from fakeprovider import FakeProvider, load_recording
 from tapewire.demo import record_demo
 from tapewire.service import ServiceThread
+from tapewire.store.location import DbRef
 from tapewire.web import ReadServer
 
 CHROMIUM = os.environ.get("TAPEWIRE_CHROMIUM", "/usr/bin/chromium")
@@ -97,21 +99,31 @@ def _hostile_conversation(base_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ui_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ui_db(session_dbs: Databases, tmp_path_factory: pytest.TempPathFactory) -> DbRef:
     """`tapewire demo`'s store (the recorded Claude Code session and the scripted OpenAI one,
     through a real proxy), plus a second, shorter run of the Claude session and a hostile one."""
     tmp = tmp_path_factory.mktemp("ui")
-    db = tmp / "tapewire.db"
-    record_demo(db)
-    with FakeProvider(RECORDING) as fake, ServiceThread(settings_for(fake, tmp)) as service:
-        asyncio.run(_replay(service.url, "/s/claude-run-b", RUN_B_TURNS))
-        _hostile_conversation(f"{service.url}/s/hostile/v1")
-        wait_ingested(service)
+    db = session_dbs.new("ui")
+
+    def record() -> None:
+        record_demo(db)
+        with (
+            FakeProvider(RECORDING) as fake,
+            ServiceThread(settings_for(fake, tmp, db=db)) as service,
+        ):
+            asyncio.run(_replay(service.url, "/s/claude-run-b", RUN_B_TURNS))
+            _hostile_conversation(f"{service.url}/s/hostile/v1")
+            wait_ingested(service)
+
+    # On a thread of its own: for the second backend, the module's browser (Playwright's sync
+    # API) already runs an event loop on this one, and asyncio.run refuses to start another.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(record).result()
     return db
 
 
 @pytest.fixture(scope="module")
-def ui(ui_db: Path) -> Iterator[str]:
+def ui(ui_db: DbRef) -> Iterator[str]:
     server = ReadServer(ui_db, "127.0.0.1", 0)
     server.start()
     yield server.url
@@ -337,9 +349,9 @@ def test_hostile_content_never_runs(ui: str, page: Page) -> None:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def live(tmp_path: Path, db: DbRef) -> Iterator[tuple[str, str]]:
     """A proxy recording into a store while the UI reads it: (proxy URL, UI URL)."""
-    with FakeProvider() as fake, ServiceThread(settings_for(fake, tmp_path)) as service:
+    with FakeProvider() as fake, ServiceThread(settings_for(fake, tmp_path, db=db)) as service:
         client = openai.OpenAI(base_url=f"{service.url}/s/live/v1", api_key="sk-x", max_retries=0)
         client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "first question"}]
@@ -388,7 +400,7 @@ def test_live_turns_and_sessions_appear_without_reload(live: tuple[str, str], pa
 # ---- the token, beyond loopback ---------------------------------------------------------------
 
 
-def test_token_via_cookie(ui_db: Path, page: Page) -> None:
+def test_token_via_cookie(ui_db: DbRef, page: Page) -> None:
     server = ReadServer(ui_db, "127.0.0.1", 0, token="s3cret-token")
     server.start()
     try:

@@ -9,6 +9,7 @@ import threading
 import click
 
 from tapewire.cli.options import database_option, setup_logging, split_hostport
+from tapewire.cli.reading import open_db
 from tapewire.store import location
 from tapewire.store.location import DbRef
 
@@ -38,8 +39,7 @@ def read_api_line(url: str) -> str:
 def ui(db: DbRef, listen: str, token: str | None, verbose: bool) -> None:
     """Serve the web UI and the read API over an existing database until SIGINT or SIGTERM."""
     setup_logging(verbose)
-    if not location.exists(db):
-        raise click.ClickException(f"no database at {location.display(db)}: nothing recorded yet")
+    open_db(db).close()  # a file, or a server with tapewire's tables: else say so and stop
     serve_until_signalled(db, listen, token, f"  database: {location.display(db)}")
 
 

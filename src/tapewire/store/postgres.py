@@ -7,7 +7,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import re
 import threading
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,11 +29,58 @@ _CONNECT_TIMEOUT = 10  # seconds to wait for a connection: the server may be dow
 _pools: dict[tuple[str, bool], ConnectionPool] = {}
 _pools_lock = threading.Lock()
 
+# The words of a text as SQLite's FTS5 (unicode61) reads them: runs of letters and digits,
+# lower-cased, Latin diacritics dropped. PostgreSQL's own parser would keep URLs, paths, hosts
+# and dotted names whole (`/private/tmp/x.py`, `e.g`) and drop `https`: a word in them would
+# not be found. Texts and queries are reduced to these words before PostgreSQL parses them.
+_WORDS = re.compile(r"[^\W_]+")
+_MARKS = re.compile("[\u0300-\u036f]")
+# A query in web-search syntax: -"a phrase" (the closing quote optional), or a term.
+_QUERY_PARTS = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+def _words(text: str) -> list[str]:
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", _MARKS.sub("", unicodedata.normalize("NFD", text)))
+    return _WORDS.findall(text)
+
+
+def _index_text(text: str) -> str:
+    return " ".join(_words(text))
+
+
+def _web_query(query: str) -> str:
+    """The query, in the same syntax (words, "a phrase", OR, -word), over the words the index
+    holds: each term or phrase becomes a quoted phrase of its words (`tool_result` the phrase
+    "tool result", as FTS5 reads it), so that nothing but OR and a leading - is an operator."""
+    parts = []
+    for m in _QUERY_PARTS.finditer(query):
+        negate, text = m.group(1), m.group(2)
+        if text is None:
+            term = m.group(3)
+            if term.upper() == "OR":  # as websearch_to_tsquery reads it
+                parts.append(term)
+                continue
+            negate, text = ("-", term[1:]) if term.startswith("-") else ("", term)
+        words = _words(text)
+        if words:
+            parts.append(f'{negate}"{" ".join(words)}"')
+    return " ".join(parts)
+
 
 @functools.lru_cache(maxsize=512)
 def _paramstyle(sql: str) -> str:
     """sqlite3's `?` placeholders as psycopg's `%s` (a literal % doubled)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _no_nul(args: Sequence[Any]) -> Sequence[Any]:
+    """PostgreSQL text cannot hold NUL (SQLite's can): U+FFFD stands in for it, in what is
+    written and in what is looked up alike, so a session named with one is found by its name
+    and a lookup by such a name is an answer, not an error."""
+    if not any(isinstance(a, str) and "\x00" in a for a in args):
+        return args
+    return [a.replace("\x00", "\ufffd") if isinstance(a, str) else a for a in args]
 
 
 class _Connection:
@@ -44,11 +93,11 @@ class _Connection:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not args:
             return self.raw.execute(sql.encode())  # as bytes: nothing in it is a placeholder
-        return self.raw.execute(_paramstyle(sql).encode(), args)
+        return self.raw.execute(_paramstyle(sql).encode(), _no_nul(args))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.raw.cursor().executemany(_paramstyle(sql).encode(), rows)
+            self.raw.cursor().executemany(_paramstyle(sql).encode(), [_no_nul(r) for r in rows])
 
 
 def _read_only(conn: psycopg.Connection[Any]) -> None:
@@ -129,6 +178,9 @@ class PostgresStore(SQLStore):
             ) from e
         self.conn = _Connection(raw)
         if readonly:
+            # Wait out a migrator at work (it holds the lock): never see half a schema.
+            self.conn.execute("SELECT pg_advisory_lock_shared(?)", (_MIGRATE_LOCK,))
+            self.conn.execute("SELECT pg_advisory_unlock_shared(?)", (_MIGRATE_LOCK,))
             if not self._table_exists("_migrations"):
                 self.close()
                 raise FileNotFoundError(f"no tapewire database at {location.display(url)}")
@@ -180,12 +232,11 @@ class PostgresStore(SQLStore):
     def _add_search_row(
         self, node: str, kind: str, call_id: str | None, ordinal: int, text: str
     ) -> None:
-        # PostgreSQL text cannot hold NUL; the node keeps the text whole.
-        text = text[:SEARCH_CHARS].replace("\x00", " ")
+        # Its words alone (no NUL, which PostgreSQL text cannot hold); the node keeps the text.
         self.conn.execute(
             "INSERT INTO search_rows (node, kind, call, ordinal, tsv)"
             " VALUES (?, ?, ?, ?, to_tsvector('simple', ?))",
-            (node, kind, call_id, ordinal, text),
+            (node, kind, call_id, ordinal, _index_text(text[:SEARCH_CHARS])),
         )
 
     def search_hits(
@@ -214,7 +265,8 @@ class PostgresStore(SQLStore):
             + "".join(f" AND {f}" for f in filters)
             + f" ORDER BY {order}, t.started_at DESC, t.exchange LIMIT ? OFFSET ?"
         )
-        return self._hits(self.conn.execute(sql, (query, *args, limit, offset)).fetchall())
+        args = [_web_query(query), *args, limit, offset]
+        return self._hits(self.conn.execute(sql, args).fetchall())
 
     def search_nodes(self, query: str, limit: int = 50) -> list[tuple[str, str]]:
         return [
@@ -223,7 +275,7 @@ class PostgresStore(SQLStore):
                 "SELECT r.node, r.kind FROM search_rows r,"
                 " websearch_to_tsquery('simple', ?) q WHERE r.tsv @@ q"
                 " ORDER BY ts_rank(r.tsv, q) DESC, r.rowid LIMIT ?",
-                (query, limit),
+                (_web_query(query), limit),
             )
         ]
 
