@@ -23,8 +23,9 @@ written into a PostgreSQL schema instead of a SQLite file (the writer with
 `VACUUM ANALYZE` of its tables (not timed), then read_bench's measurements on it, each in a
 fresh process: the first sessions page, the page 5,000 sessions down, the 500-turn session,
 search for a common word, a rare marker, and the common word ranked. The schema stays in the
-database and is reused by later runs (keyed as read_bench keys its file, plus a hash of the
-PostgreSQL schema); `--regenerate` builds it again.
+database and is reused by later runs, keyed as read_bench keys its file plus a hash of the
+PostgreSQL schema and of store/postgres.py (where texts are indexed for search);
+`--regenerate` builds it again.
 
     python bench/store_bench.py                    # ingest 1,020 exchanges; read side at 1,000,000 messages
     python bench/store_bench.py --quick            # 12 names (204 exchanges); 200 sessions, 20,000 messages
@@ -81,7 +82,7 @@ from tapewire.journal.segments import Position, backlog_bytes, journal_id  # noq
 from tapewire.model import new_id  # noqa: E402
 from tapewire.pricing import PriceTable  # noqa: E402
 from tapewire.redact import Redactor  # noqa: E402
-from tapewire.store import open_store, postgres_schema  # noqa: E402
+from tapewire.store import open_store, postgres, postgres_schema  # noqa: E402
 from tapewire.store.location import DbRef  # noqa: E402
 from tapewire.store.postgres import close_pools  # noqa: E402
 
@@ -326,7 +327,11 @@ def ingest_bench(pg: str, names: int, keep: bool) -> dict[str, Any]:
 
 
 def _pg_schema_hash() -> str:
-    return hashlib.sha256("".join(sql for _, sql in postgres_schema.MIGRATIONS).encode()).hexdigest()[:8]  # fmt: skip
+    """Of the schema and of the backend's code: how texts are indexed for search is there."""
+    code = (
+        "".join(sql for _, sql in postgres_schema.MIGRATIONS) + Path(postgres.__file__).read_text()
+    )
+    return hashlib.sha256(code.encode()).hexdigest()[:8]
 
 
 def build_pg(pg: str, schema: str, seed: int, sessions: int, messages: int) -> dict[str, Any]:

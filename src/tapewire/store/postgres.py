@@ -163,6 +163,7 @@ class PostgresStore(SQLStore):
     LEAST, GREATEST = "least", "greatest"
     BYTES = "octet_length"
     REAL = "DOUBLE PRECISION"
+    MIGRATIONS = MIGRATIONS
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         super().__init__()
@@ -280,15 +281,6 @@ class PostgresStore(SQLStore):
         ]
 
     # ---- the database ------------------------------------------------------------------------
-
-    def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
-        done = (
-            [(r[0], r[1]) for r in self.conn.execute("SELECT name, applied_at FROM _migrations")]
-            if self._table_exists("_migrations")
-            else []
-        )
-        names = {name for name, _ in done}
-        return done, [name for name, _ in MIGRATIONS if name not in names]
 
     def reclaim(self) -> None:
         """VACUUM each table: deleted rows' space is reused by new ones (and pages at a

@@ -142,6 +142,7 @@ class SQLStore(Retention, Transfer):
     LEAST, GREATEST = "min", "max"  # the scalar forms
     BYTES = "length"  # a binary column's length in bytes
     REAL = "REAL"  # a float of 8 bytes
+    MIGRATIONS: list[tuple[str, str]]  # the backend's schema history
 
     conn: Any
 
@@ -190,25 +191,13 @@ class SQLStore(Retention, Transfer):
 
     def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
         """(applied migrations with when, pending ones), without changing anything."""
-        raise NotImplementedError
-
-    def search_hits(
-        self,
-        query: str,
-        *,
-        session: str | None = None,
-        model: str | None = None,
-        tool: str | None = None,
-        role: str | None = None,
-        since: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        rank: bool = False,
-    ) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def search_nodes(self, query: str, limit: int = 50) -> list[tuple[str, str]]:
-        raise NotImplementedError
+        done = (
+            [(r[0], r[1]) for r in self.conn.execute("SELECT name, applied_at FROM _migrations")]
+            if self._table_exists("_migrations")
+            else []
+        )
+        names = {name for name, _ in done}
+        return done, [name for name, _ in self.MIGRATIONS if name not in names]
 
     def size_bytes(self) -> int:
         raise NotImplementedError

@@ -29,6 +29,8 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 
 class SQLiteStore(SQLStore):
+    MIGRATIONS = MIGRATIONS
+
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         super().__init__()
         self.path = path
@@ -83,15 +85,6 @@ class SQLiteStore(SQLStore):
         )
 
     # ---- the file ----------------------------------------------------------------------------
-
-    def migration_state(self) -> tuple[list[tuple[str, float]], list[str]]:
-        done = (
-            [(r[0], r[1]) for r in self.conn.execute("SELECT name, applied_at FROM _migrations")]
-            if self._table_exists("_migrations")
-            else []
-        )
-        names = {name for name, _ in done}
-        return done, [name for name, _ in MIGRATIONS if name not in names]
 
     def reclaim(self) -> None:
         """Merge the search index's deletions, then give free pages back to the file system:
