@@ -319,14 +319,6 @@ def _lock_waiters(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-@pytest.mark.xfail(
-    reason="SQLStore._put_blob (store/sql.py) checks for the blob, then INSERTs it without"
-    " ON CONFLICT: when another proxy's ingester stores the same body at the same moment, the"
-    " whole batch fails with UniqueViolation and is retried (seen in the two-proxy run: the"
-    " recorded turns' bodies are the same under every name). Fix: INSERT ... ON CONFLICT(id)"
-    " DO NOTHING",
-    strict=True,
-)
 @pytest.mark.timeout(30)
 def test_two_ingesters_store_one_body_at_once(pg_dbs: Databases) -> None:
     url = str(pg_dbs.new("blob_race"))
@@ -385,14 +377,6 @@ def _recorded(turn: RecordedTurn, k: int, session: str) -> tuple[Exchange, Excha
     return ex, end
 
 
-@pytest.mark.xfail(
-    reason="Deriver.derive_ids (derive/__init__.py) catches every exception of an exchange and"
-    " skips it: when two ingesters' derive batches update the same two sessions in opposite"
-    " orders, PostgreSQL breaks the deadlock by failing one statement, and that exchange is"
-    " left without its turn (until the next worker start's catch_up) instead of its batch being"
-    " retried",
-    strict=True,
-)
 @pytest.mark.timeout(60)
 def test_two_ingesters_deriving_into_the_same_sessions_lose_no_turn(pg_dbs: Databases) -> None:
     url = str(pg_dbs.new("deadlock"))

@@ -125,7 +125,9 @@ class Deriver:
 
     def derive_ids(self, ids: Iterable[str]) -> int:
         """Derive these exchanges (ended ones), in one transaction. Each is written before the
-        next is derived, since the next may continue it; one failing is logged and skipped."""
+        next is derived, since the next may continue it; one failing is logged and skipped,
+        unless the database failed it: then the whole batch is given up, for the caller to
+        retry."""
         done = 0
         touched: set[str] = set()
         with self.store.derived_batch():
@@ -141,6 +143,8 @@ class Deriver:
                         if self.export is not None:
                             self.export.add(derived.turn.session, derived.turn.exchange)
                         done += 1
+                except self.store.TRANSIENT:
+                    raise  # the database's trouble: the ingester retries the whole batch
                 except Exception:  # a deriver bug must not stop ingestion; rederive repairs
                     self.errors += 1
                     log.exception("could not derive exchange %s", exchange_id)

@@ -73,6 +73,10 @@ class SearchSyntaxError(ValueError):
 
 
 class Store(Protocol):
+    # The database's passing trouble (a lost connection, a lock or deadlock given up on): the
+    # writer's whole batch is retried, never one item skipped.
+    TRANSIENT: tuple[type[Exception], ...]
+
     def write(self, batch: Batch) -> None: ...
     def interrupt_stale(self, recorder: str, live_run: str) -> int: ...
     def exchanges(self, limit: int = 50, with_bodies: bool = False) -> list[ExchangeRow]: ...

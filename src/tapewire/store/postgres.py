@@ -164,6 +164,9 @@ class PostgresStore(SQLStore):
     BYTES = "octet_length"
     REAL = "DOUBLE PRECISION"
     MIGRATIONS = MIGRATIONS
+    # Connection lost, deadlock, serialization failure, the server shutting down, a pool that
+    # cannot connect (PoolTimeout is one too).
+    TRANSIENT: tuple[type[Exception], ...] = (psycopg.OperationalError,)
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         super().__init__()

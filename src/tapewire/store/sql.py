@@ -143,6 +143,7 @@ class SQLStore(Retention, Transfer):
     BYTES = "length"  # a binary column's length in bytes
     REAL = "REAL"  # a float of 8 bytes
     MIGRATIONS: list[tuple[str, str]]  # the backend's schema history
+    TRANSIENT: tuple[type[Exception], ...]  # see Store.TRANSIENT
 
     conn: Any
 
@@ -351,8 +352,10 @@ class SQLStore(Retention, Transfer):
         codec, payload = compress(data, dictionary[1] if dictionary else None)
         dict_id = dictionary[0] if dictionary and codec == "zstd-dict" else None
         depth = dictionary[2] + 1 if dict_id and dictionary else 0
+        # Another proxy's ingester may store the same body between the check and here.
         self.conn.execute(
-            "INSERT INTO blobs (id, size, codec, dict_id, depth, chain, data) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO blobs (id, size, codec, dict_id, depth, chain, data) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO NOTHING",
             (blob_id, len(data), codec, dict_id, depth, chain, payload),
         )
         return blob_id

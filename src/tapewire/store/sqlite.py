@@ -30,6 +30,7 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
 
 class SQLiteStore(SQLStore):
     MIGRATIONS = MIGRATIONS
+    TRANSIENT: tuple[type[Exception], ...] = (sqlite3.OperationalError,)  # locked, busy, disk I/O
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         super().__init__()
