@@ -109,3 +109,41 @@ def test_a_failing_write_loses_only_its_own_exchange(recorded_db: DbRef, dbs: Da
         ]
     finally:
         store.close()
+
+
+def _derived(db: DbRef, order: list[int], recorders: str) -> dict[str, Any]:
+    """The recorded session under one /s/ name, its k-th turn from proxy recorders[k % n],
+    derived in `order` (indices of the turns), each as its own ingester batch."""
+    from shapes import derived_shape, recorded_exchange
+    from tapewire.derive import Deriver
+
+    turns = load_recording(RECORDING)
+    pairs = [
+        recorded_exchange(t, k, "shared", recorder=recorders[k % len(recorders)])
+        for k, t in enumerate(turns)
+    ]
+    store = open_store(db)
+    try:
+        store.write(Batch(begins=[e for e, _ in pairs], ends=[e for _, e in pairs]))
+        deriver = Deriver(store, analyze=False)
+        for k in order:
+            deriver.derive_ids([pairs[k][0].id])
+        return derived_shape(store)
+    finally:
+        store.close()
+
+
+def test_a_session_derived_out_of_order_by_two_proxies_is_derived_again_in_order(
+    dbs: Databases,
+) -> None:
+    """Two proxies' ingesters each derive their own turns: B's turn k+1 may be derived before
+    A's turn k. What a turn links to (its tool results' calls) and takes as new input depends
+    on the turns before it, so the session comes out as one proxy deriving in order makes it."""
+    n = len(load_recording(RECORDING))
+    in_order = _derived(dbs.new("in_order"), list(range(n)), "ab")
+    assert in_order == _derived(dbs.new("one_proxy"), list(range(n)), "a")
+    swapped = [k ^ 1 for k in range(n) if k ^ 1 < n] + ([n - 1] if n % 2 else [])
+    assert swapped != list(range(n))
+    assert _derived(dbs.new("swapped"), swapped, "ab") == in_order
+    # One proxy's journal is its order: its turns are never derived again, whatever they say.
+    assert _derived(dbs.new("one_proxy_swapped"), swapped, "a") != in_order

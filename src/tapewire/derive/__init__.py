@@ -132,22 +132,19 @@ class Deriver:
         touched: set[str] = set()
         with self.store.derived_batch():
             for exchange_id in ids:
-                row = self.store.exchange(exchange_id)
-                if row is None or row.outcome == "in_flight":
+                session = self._derive_one(exchange_id)
+                if session is None:
                     continue
-                try:
-                    derived = self.derive(row)
-                    if derived is not None:
-                        self.store.write_derived([derived])
-                        touched.add(derived.turn.session)
-                        if self.export is not None:
-                            self.export.add(derived.turn.session, derived.turn.exchange)
-                        done += 1
-                except self.store.TRANSIENT:
-                    raise  # the database's trouble: the ingester retries the whole batch
-                except Exception:  # a deriver bug must not stop ingestion; rederive repairs
-                    self.errors += 1
-                    log.exception("could not derive exchange %s", exchange_id)
+                touched.add(session)
+                if self.export is not None:
+                    self.export.add(session, exchange_id)
+                done += 1
+                if self.store.derived_out_of_order(session, exchange_id):
+                    # Another proxy's ingester got to a later turn first: what a turn links
+                    # to and takes as new depends on the turns before it, so derive the
+                    # session again in the order its exchanges ended.
+                    for again in self.store.underive_session(session):
+                        self._derive_one(again)
             if self.analyze:
                 self._pending |= touched
             # A session is analysed (and exported) whole, so at most once a second while turns
@@ -155,6 +152,24 @@ class Deriver:
             if time.monotonic() - self._analysed_at >= ANALYSE_EVERY:
                 self.analyse_pending()
         return done
+
+    def _derive_one(self, exchange_id: str) -> str | None:
+        """Derive and write one exchange; returns its session, None when it has no turn."""
+        row = self.store.exchange(exchange_id)
+        if row is None or row.outcome == "in_flight":
+            return None
+        try:
+            derived = self.derive(row)
+            if derived is None:
+                return None
+            self.store.write_derived([derived])
+            return derived.turn.session
+        except self.store.TRANSIENT:
+            raise  # the database's trouble: the ingester retries the whole batch
+        except Exception:  # a deriver bug must not stop ingestion; rederive repairs
+            self.errors += 1
+            log.exception("could not derive exchange %s", exchange_id)
+            return None
 
     def analyse_pending(self) -> None:
         """Store the findings of every session changed since its last analysis, and export

@@ -23,6 +23,8 @@ from tapewire.store.migrations import DERIVED_TABLES
 from tapewire.store.retention import Retention
 from tapewire.store.transfer import Transfer
 
+# When an exchange ended: derivation takes exchanges in this order.
+_ENDED = "coalesce(e.last_byte_at, e.upstream_headers_at, e.started_at)"
 _RECENT_PER_CHAIN = 4
 _CHAINS_KEPT = 32
 _READ_CACHE = 64
@@ -553,10 +555,46 @@ class SQLStore(Retention, Transfer):
         return [
             r[0]
             for r in self.conn.execute(
-                "SELECT id FROM exchanges WHERE outcome != 'in_flight'"
-                " ORDER BY coalesce(last_byte_at, upstream_headers_at, started_at), id"
+                "SELECT e.id FROM exchanges e WHERE e.outcome != 'in_flight'"
+                f" ORDER BY {_ENDED}, e.id"
             )
         ]
+
+    def derived_out_of_order(self, session: str, exchange: str) -> bool:
+        """Whether the session holds a turn that began after this exchange, ended after it and
+        was recorded by another proxy: that proxy's ingester derived it first. (One proxy's
+        journal is its own order, so one proxy's turns never are.) Those that began after it
+        only, so that the lookup stays a short range of the index however long the session."""
+        return bool(
+            self.conn.execute(
+                "SELECT 1 FROM exchanges x JOIN turns t ON t.session = ?"
+                " AND t.started_at >= x.started_at JOIN exchanges e ON e.id = t.exchange"
+                " WHERE x.id = ? AND e.recorder != x.recorder"
+                f" AND ({_ENDED}, e.id) > ({_ENDED.replace('e.', 'x.')}, x.id) LIMIT 1",
+                (session, exchange),
+            ).fetchone()
+        )
+
+    def underive_session(self, session: str) -> list[str]:
+        """Drop a session's derived rows (its nodes and their search rows stay: content
+        addressing shares them) and return its exchanges in the order they ended, for deriving
+        again. Inside a `derived_batch`, all or nothing with it."""
+        c = self.conn
+        ids = [
+            r[0]
+            for r in c.execute(
+                "SELECT e.id FROM turns t JOIN exchanges e ON e.id = t.exchange"
+                f" WHERE t.session = ? ORDER BY {_ENDED}, e.id",
+                (session,),
+            )
+        ]
+        with self._atomic("underive"):
+            self._delete_in("node_turns", "exchange", ids)
+            for table, column in (("tips", "session"), ("tool_calls", "session"),
+                                  ("threads", "session"), ("turns", "session"),
+                                  ("findings", "session"), ("sessions", "id")):  # fmt: skip
+                c.execute(f"DELETE FROM {table} WHERE {column} = ?", (session,))
+        return ids
 
     def underived(self) -> list[tuple[str, str, str]]:
         """(id, method, path) of ended exchanges with no turn, in the order they ended: those
@@ -566,7 +604,7 @@ class SQLStore(Retention, Transfer):
             for r in self.conn.execute(
                 "SELECT e.id, e.method, e.path FROM exchanges e LEFT JOIN turns t"
                 " ON t.exchange = e.id WHERE t.exchange IS NULL AND e.outcome != 'in_flight'"
-                " ORDER BY coalesce(e.last_byte_at, e.upstream_headers_at, e.started_at), e.id"
+                f" ORDER BY {_ENDED}, e.id"
             )
         ]
 
