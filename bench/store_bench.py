@@ -24,7 +24,7 @@ written into a PostgreSQL schema instead of a SQLite file (the writer with
 fresh process: the first sessions page, the page 5,000 sessions down, the 500-turn session,
 search for a common word, a rare marker, and the common word ranked. The schema stays in the
 database and is reused by later runs, keyed as read_bench keys its file plus a hash of the
-PostgreSQL schema and of store/postgres.py (where texts are indexed for search);
+PostgreSQL schema and of the code that indexes texts for search;
 `--regenerate` builds it again.
 
     python bench/store_bench.py                    # ingest 1,020 exchanges; read side at 1,000,000 messages
@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -327,11 +328,13 @@ def ingest_bench(pg: str, names: int, keep: bool) -> dict[str, Any]:
 
 
 def _pg_schema_hash() -> str:
-    """Of the schema and of the backend's code: how texts are indexed for search is there."""
-    code = (
-        "".join(sql for _, sql in postgres_schema.MIGRATIONS) + Path(postgres.__file__).read_text()
+    """Of the schema and of how the backend indexes texts for search (what a query reads may
+    change without a rebuild)."""
+    indexing = [postgres._words, postgres._index_text, postgres.PostgresStore._add_search_row]
+    code = "".join(sql for _, sql in postgres_schema.MIGRATIONS) + "".join(
+        inspect.getsource(f) for f in indexing
     )
-    return hashlib.sha256(code.encode()).hexdigest()[:8]
+    return hashlib.sha256(f"{code}{postgres.SEARCH_CHARS}".encode()).hexdigest()[:8]
 
 
 def build_pg(pg: str, schema: str, seed: int, sessions: int, messages: int) -> dict[str, Any]:
