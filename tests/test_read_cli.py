@@ -72,6 +72,8 @@ def test_search_finds_the_turn_only_a_tool_result_holds(recorded_db: DbRef, back
         found = _json("search", 'AND "', "--db", db, "--json")
         word = _json("search", "and", "--db", db, "--json")
         assert found and [h["node"] for h in found] == [h["node"] for h in word]
+        start, end = found[0]["highlights"][0]  # the word it found is the one shown
+        assert found[0]["snippet"][start:end].lower() == "and"
     assert "mismatched" in cli("search", "mismatched", "--db", db).stdout
 
 

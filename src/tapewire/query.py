@@ -412,7 +412,6 @@ def _body(data: bytes, encoding: str | None) -> dict[str, Any]:
 
 # ---- search ---------------------------------------------------------------------------------
 
-_OPERATORS = {"AND", "OR", "NOT", "NEAR"}
 _SNIPPET = 200
 
 
@@ -437,7 +436,7 @@ def search(
                              since=since, limit=limit, offset=offset, rank=rank)  # fmt: skip
     nodes = store.node_rows(sorted({h["node"] for h in hits}))
     titles: dict[str, str | None] = {}
-    terms = _terms(query)
+    terms = _terms(query, store.SEARCH_OPERATORS)
     out = []
     for h in hits:
         node = nodes.get(h["node"])
@@ -473,10 +472,11 @@ def search_texts(role: str, content: list[dict[str, Any]]) -> list[tuple[str, st
     ]
 
 
-def _terms(query: str) -> list[str]:
-    """The words of an FTS5 query, for highlighting (operators, columns and quotes dropped)."""
+def _terms(query: str, operators: frozenset[str]) -> list[str]:
+    """The words of a full-text query, for highlighting (the backend's operators, columns and
+    quotes dropped)."""
     words = re.findall(r"[\w*]+", query)
-    return [w.rstrip("*").lower() for w in words if w not in _OPERATORS and w.rstrip("*")]
+    return [w.rstrip("*").lower() for w in words if w not in operators and w.rstrip("*")]
 
 
 def snippet_of(text: str, terms: list[str]) -> tuple[str, list[list[int]]]:

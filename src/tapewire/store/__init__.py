@@ -76,6 +76,8 @@ class Store(Protocol):
     # The database's passing trouble (a lost connection, a lock or deadlock given up on): the
     # writer's whole batch is retried, never one item skipped.
     TRANSIENT: tuple[type[Exception], ...]
+    # The words a full-text query reads as operators, not as words to find (in capitals).
+    SEARCH_OPERATORS: frozenset[str]
 
     def write(self, batch: Batch) -> None: ...
     def interrupt_stale(self, recorder: str, live_run: str) -> int: ...

@@ -167,6 +167,7 @@ class PostgresStore(SQLStore):
     # Connection lost, deadlock, serialization failure, the server shutting down, a pool that
     # cannot connect (PoolTimeout is one too).
     TRANSIENT: tuple[type[Exception], ...] = (psycopg.OperationalError,)
+    SEARCH_OPERATORS = frozenset({"OR"})  # websearch_to_tsquery's (and a leading -)
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         super().__init__()

@@ -146,6 +146,7 @@ class SQLStore(Retention, Transfer):
     REAL = "REAL"  # a float of 8 bytes
     MIGRATIONS: list[tuple[str, str]]  # the backend's schema history
     TRANSIENT: tuple[type[Exception], ...]  # see Store.TRANSIENT
+    SEARCH_OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})  # FTS5's
 
     conn: Any
 
