@@ -46,9 +46,7 @@ import contextlib
 import hashlib
 import inspect
 import json
-import multiprocessing
 import os
-import queue
 import resource
 import shutil
 import signal
@@ -343,39 +341,11 @@ def build_pg(pg: str, schema: str, seed: int, sessions: int, messages: int) -> d
     t0 = time.perf_counter()
     tmp = f"{schema}_tmp"
     _admin(pg, f"DROP SCHEMA IF EXISTS {tmp} CASCADE", f"CREATE SCHEMA {tmp}")
-    records: Any = multiprocessing.Queue(maxsize=16)
-    producer = multiprocessing.Process(
-        target=read_bench._produce, args=(seed, sessions, messages, records), daemon=True
-    )
-    producer.start()
     store = open_store(with_schema(pg, tmp))
     store.conn.execute("SET synchronous_commit = off")  # type: ignore[attr-defined]
-    turns, write_s, wait_s, shown = 0, 0.0, 0.0, time.perf_counter()
     try:
-        while True:
-            w = time.perf_counter()
-            try:
-                batch = records.get(timeout=5)
-            except queue.Empty:
-                if not producer.is_alive():
-                    raise RuntimeError("the generating process died") from None
-                continue
-            finally:
-                wait_s += time.perf_counter() - w
-            if isinstance(batch, dict):
-                summary = batch
-                break
-            w = time.perf_counter()
-            store.write_derived(batch)
-            write_s += time.perf_counter() - w
-            turns += len(batch)
-            if time.perf_counter() - shown > 15:
-                shown = time.perf_counter()
-                print(f"  ... {turns:,} turns, {shown - t0:.0f} s", file=sys.stderr)
+        summary, turns, write_s, wait_s = read_bench.fill(store, seed, sessions, messages, t0)
     finally:
-        producer.join(timeout=10)
-        if producer.is_alive():
-            producer.terminate()
         store.close()
         close_pools()
     built = time.perf_counter() - t0
