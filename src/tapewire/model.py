@@ -245,6 +245,7 @@ class Turn:
     or parsed gives a partial Turn with `error` set, never an exception."""
 
     api: str  # anthropic.messages | openai.chat | openai.responses | ollama.chat | ollama.generate
+    # | gemini.generate
     model: str | None = None  # as requested
     response_model: str | None = None  # as the provider answered
     response_id: str | None = None

@@ -1,8 +1,10 @@
-"""Header rules: what a proxy must not forward (hop-by-hop) and what must never be stored."""
+"""Header rules: what a proxy must not forward (hop-by-hop) and what must never be stored
+(credential headers, and credentials that clients put in the URL's query)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import unquote_plus
 
 from tapewire.model import Evidence, Headers
 
@@ -34,6 +36,24 @@ CREDENTIAL_HEADERS = frozenset(
         "x-tapewire-token",
     }
 )
+
+
+# Query parameters that carry a credential: Google's APIs take the API key as `?key=` (the
+# Gemini REST examples do) and an OAuth token as `?access_token=`.
+CREDENTIAL_QUERY = frozenset({"key", "access_token"})
+
+
+def storable_target(raw: str, credentials: frozenset[str] = CREDENTIAL_QUERY) -> str:
+    """A request target (path and query, undecoded) for the record: a credential parameter
+    keeps its name with the value gone, like a credential header; all else stays as sent."""
+    path, qmark, query = raw.partition("?")
+    if not qmark:
+        return raw
+    kept = []
+    for item in query.split("&"):
+        name = item.partition("=")[0]
+        kept.append(name + "=" if unquote_plus(name) in credentials else item)
+    return path + qmark + "&".join(kept)
 
 
 def hop_by_hop(headers: Iterable[tuple[str, str]]) -> frozenset[str]:

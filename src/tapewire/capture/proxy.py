@@ -16,7 +16,7 @@ from aiohttp import web
 from yarl import URL
 
 from tapewire.capture.errors import error_body
-from tapewire.capture.headers import evidence, forwardable, storable
+from tapewire.capture.headers import evidence, forwardable, storable, storable_target
 from tapewire.capture.recorder import Flight, Recorder, Tee
 from tapewire.capture.routing import Route, RouteError, Upstream, route
 from tapewire.model import Exchange, Headers, Outcome, new_id
@@ -107,7 +107,7 @@ class Proxy:
         except web.HTTPException:
             raise  # an answer of ours (a request body cut short), already recorded
         except Exception as e:  # a bug here must not become the agent's problem silently
-            log.exception("proxy error on %s %s", request.method, request.raw_path)
+            log.exception("proxy error on %s %s", request.method, ex.path)
             state.finish(Outcome.UPSTREAM_ERROR, f"tapewire internal error: {e!r}")
             raise
 
@@ -136,7 +136,8 @@ class Proxy:
         try:
             upstream = await self._client.request(
                 request.method,
-                URL(ex.upstream_url, encoded=True),
+                # The target as sent: the record's upstream_url has its credentials removed.
+                URL(r.upstream.origin + r.target, encoded=True),
                 headers=fwd,
                 data=data,
                 allow_redirects=False,
@@ -259,9 +260,9 @@ class Proxy:
             run_id=self.run_id,
             started_at=started,
             method=request.method,
-            path=request.raw_path,
+            path=storable_target(request.raw_path),
             upstream=r.upstream.name if r else "",
-            upstream_url=r.upstream.origin + r.target if r else "",
+            upstream_url=r.upstream.origin + storable_target(r.target) if r else "",
             provider=r.provider if r else None,
             request_headers=storable(headers, self.credentials),
             evidence=evidence(headers, r.session if r else None),

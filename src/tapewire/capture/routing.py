@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -9,8 +10,11 @@ DEFAULT_UPSTREAMS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
     "openai": "https://api.openai.com",
     "ollama": "http://127.0.0.1:11434",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "chatgpt": "https://chatgpt.com",  # Codex with a ChatGPT login: /backend-api/...
 }
-PROVIDER_NAMES = ("anthropic", "openai", "ollama")
+# Upstreams an explicit path prefix names (/anthropic/..., /gemini/...).
+PROVIDER_NAMES = ("anthropic", "openai", "ollama", "gemini", "chatgpt")
 
 # Path shapes, most specific first: (path prefix, upstream, provider when the exchange is an LLM call).
 _SHAPES: tuple[tuple[str, str, str | None], ...] = (
@@ -23,7 +27,17 @@ _SHAPES: tuple[tuple[str, str, str | None], ...] = (
     ("/api/chat", "ollama", "ollama"),
     ("/api/generate", "ollama", "ollama"),
     ("/api/", "ollama", None),
+    # Codex signed in with ChatGPT speaks the Responses API to the ChatGPT backend.
+    ("/backend-api/codex/responses", "chatgpt", "openai"),
+    ("/backend-api/", "chatgpt", None),
 )
+
+# Google's API versions: nothing else uses them, so any path under one is Gemini's.
+_GOOGLE_VERSIONS = ("/v1beta/", "/v1alpha/", "/upload/v1beta/")
+# A model's custom method (`models/<model>:generateContent`); under /v1/ only the `:method`
+# tells Gemini from OpenAI (whose /v1/models lists models).
+_GEMINI_METHOD = re.compile(r"/v1(?:beta|alpha)?/(?:models|tunedModels)/[^/:]+:(\w+)$")
+GEMINI_GENERATE = frozenset({"generateContent", "streamGenerateContent"})
 
 
 class RouteError(ValueError):
@@ -102,18 +116,32 @@ def route(raw_path: str, upstreams: dict[str, Upstream], default: str = "openai"
             name = unquote(seg)
 
     provider: str | None = None
-    for shape, shape_upstream, shape_provider in _SHAPES:
-        if (
-            path == shape
-            or path.startswith(shape + "/")
-            or (shape.endswith("/") and path.startswith(shape))
-        ):
-            provider = shape_provider
-            name = name or shape_upstream
-            break
+    if _is_gemini(path):
+        provider = "gemini" if gemini_generates(path) else None
+        name = name or "gemini"
+    else:
+        for shape, shape_upstream, shape_provider in _SHAPES:
+            if (
+                path == shape
+                or path.startswith(shape + "/")
+                or (shape.endswith("/") and path.startswith(shape))
+            ):
+                provider = shape_provider
+                name = name or shape_upstream
+                break
     name = name or default
     upstream = upstreams.get(name)
     if upstream is None:
         raise RouteError(f"no upstream named {name!r}; configure it with --upstream {name}=URL")
     target = upstream.base_path + path + (qmark + query if qmark else "")
     return Route(upstream, target, provider, session)
+
+
+def _is_gemini(path: str) -> bool:
+    return path.startswith(_GOOGLE_VERSIONS) or _GEMINI_METHOD.match(path) is not None
+
+
+def gemini_generates(path: str) -> bool:
+    """Whether a path (no query) asks a Gemini model to generate content."""
+    method = _GEMINI_METHOD.match(path)
+    return method is not None and method.group(1) in GEMINI_GENERATE

@@ -211,6 +211,7 @@ class Deriver:
             row.response_encoding,
             header_value(row.response_headers, "content-type"),
             row.status,
+            path=row.path,
         )
         if row.request_truncated:
             turn.error = "; ".join(

@@ -4,6 +4,8 @@ One module per wire format. Each exposes
   parse_request(body: dict, turn: Turn) -> None   fills model, system, messages, tools, params
   parse_response(body: bytes, turn: Turn, streamed: bool) -> None
                                                    fills outputs, usage, stop reason, ids
+and may expose
+  parse_path(path: str, turn: Turn) -> None        what the path says (Gemini: model, stream)
 and raises nothing it can help: trouble goes into `turn.error` and the turn stays partial.
 This module does what every codec shares: undo the content-encoding, parse the request JSON,
 tell a streamed body from a plain one, and read a provider's error body.
@@ -31,6 +33,8 @@ _APIS: tuple[tuple[str, str], ...] = (
     ("/responses", "openai.responses"),
     ("/api/chat", "ollama.chat"),
     ("/api/generate", "ollama.generate"),
+    (":generateContent", "gemini.generate"),
+    (":streamGenerateContent", "gemini.generate"),
 )
 
 
@@ -46,10 +50,11 @@ def api_for(method: str, path: str) -> str | None:
 
 
 def _codec(api: str) -> ModuleType:
-    from tapewire.providers import anthropic, ollama, openai_chat, openai_responses
+    from tapewire.providers import anthropic, gemini, ollama, openai_chat, openai_responses
 
     return {
         "anthropic.messages": anthropic,
+        "gemini.generate": gemini,
         "openai.chat": openai_chat,
         "openai.responses": openai_responses,
         "ollama.chat": ollama,
@@ -79,16 +84,20 @@ def is_streamed(body: bytes, content_type: str | None) -> bool:
 
 
 def error_message(body: bytes) -> str | None:
-    """The message of a provider's error body (Anthropic, OpenAI and Ollama shapes)."""
+    """The message of a provider's error body (Anthropic, OpenAI, Ollama and Google shapes)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         text = body.decode("utf-8", "replace").strip()
         return text[:500] or None
+    if isinstance(data, list) and data:  # Gemini's JSON-array stream, failed: [{"error": …}]
+        data = data[0]
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict):
-            kind, message = err.get("type") or err.get("code"), err.get("message")
+            # Google's errors: {code: 404, status: "NOT_FOUND", message}
+            kind = err.get("type") or err.get("status") or err.get("code")
+            message = err.get("message")
             return f"{kind}: {message}" if kind and message else str(message or kind or err)
         if isinstance(err, str):
             return err
@@ -103,10 +112,14 @@ def parse_exchange(
     response_encoding: str | None,
     response_content_type: str | None,
     status: int | None,
+    path: str = "",
 ) -> Turn:
-    """Everything a codec can read from one exchange; never raises on bad input."""
+    """Everything a codec can read from one exchange; never raises on bad input. `path`: the
+    request's, as recorded (the codecs that read it: model and streaming for Gemini)."""
     turn = Turn(api=api)
     codec = _codec(api)
+    if path and hasattr(codec, "parse_path"):
+        _guard(turn, lambda: codec.parse_path(path, turn), "path")
     raw = decode_body(request_body, request_encoding, turn, "request") if request_body else b""
     if raw is None:
         pass
