@@ -140,7 +140,9 @@ def settings_for(fake: FakeProvider, tmp_path: Path, **overrides: object) -> Set
         db=tmp_path / "tapewire.db",
         journal=tmp_path / "tapewire.db.journal",
         port=0,
-        upstreams=[f"anthropic={fake.url}", f"openai={fake.url}", f"ollama={fake.url}"],
+        upstreams=[
+            f"{name}={fake.url}" for name in ("anthropic", "openai", "ollama", "gemini", "chatgpt")
+        ],
         grace=2.0,
     )
     for key, value in overrides.items():

@@ -11,7 +11,8 @@ its own event loop, so synchronous SDK clients in the calling thread can talk to
 Routes: ``POST /v1/messages`` (Anthropic Messages; replays a loaded recording when the body
 matches a recorded turn byte for byte), ``POST /v1/chat/completions`` (OpenAI Chat
 Completions), ``POST /v1/responses`` (OpenAI Responses), ``POST /api/chat`` and
-``POST /api/generate`` (Ollama). Failure modes are chosen per request with the
+``POST /api/generate`` (Ollama), ``POST /v1beta/models/<model>:generateContent`` and
+``:streamGenerateContent`` (Gemini, see `fakegemini`). Failure modes are chosen per request with the
 ``x-fake-scenario`` header (see `SCENARIOS`). Everything is deterministic.
 
 Scripted answers: ``fake.script(name, [Reply(...), ...])`` loads a list of answers that the
@@ -46,6 +47,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+import fakegemini
 
 __all__ = [
     "SCENARIOS",
@@ -986,6 +989,11 @@ class FakeProvider:
 
     def _route(self, request: web.Request, body: bytes) -> _Reply:
         path = request.path
+        if fakegemini.handles(path) and request.method == "POST":
+            status, headers, pieces, chunked = fakegemini.answer(
+                path, request.query, request.headers, body
+            )
+            return _Reply(status, headers, pieces, streaming=chunked)
         if path not in _ROUTES:
             return _json_reply(404, {"error": "not found"})
         if request.method != "POST":
