@@ -12,7 +12,8 @@ Routes: ``POST /v1/messages`` (Anthropic Messages; replays a loaded recording wh
 matches a recorded turn byte for byte), ``POST /v1/chat/completions`` (OpenAI Chat
 Completions), ``POST /v1/responses`` (OpenAI Responses), ``POST /api/chat`` and
 ``POST /api/generate`` (Ollama), ``POST /v1beta/models/<model>:generateContent`` and
-``:streamGenerateContent`` (Gemini, see `fakegemini`). Failure modes are chosen per request with the
+``:streamGenerateContent`` (Gemini, see `fakegemini`), ``POST /backend-api/codex/responses``
+(the ChatGPT backend's Responses API). Failure modes are chosen per request with the
 ``x-fake-scenario`` header (see `SCENARIOS`). Everything is deterministic.
 
 Scripted answers: ``fake.script(name, [Reply(...), ...])`` loads a list of answers that the
@@ -994,6 +995,8 @@ class FakeProvider:
                 path, request.query, request.headers, body
             )
             return _Reply(status, headers, pieces, streaming=chunked)
+        if path == "/backend-api/codex/responses":  # the ChatGPT backend Codex signs in to
+            path = "/v1/responses"
         if path not in _ROUTES:
             return _json_reply(404, {"error": "not found"})
         if request.method != "POST":

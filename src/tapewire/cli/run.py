@@ -17,12 +17,13 @@ from typing import Any
 
 import click
 
+from tapewire.cli import codex
 from tapewire.cli.options import db_option, proxy_options, settings_from
 from tapewire.journal.segments import JournalLocked
 from tapewire.model import new_id
 from tapewire.service import ServiceThread, running_state
 
-AGENTS = ("claude", "codex", "aider")
+AGENTS = ("claude", "codex", "aider", "gemini")
 MEMORY_FILES = (
     "CLAUDE.md",
     "CLAUDE.local.md",
@@ -48,6 +49,7 @@ def agent_env(proxy_url: str, session: str) -> dict[str, str]:
         "ANTHROPIC_API_BASE": base,  # LiteLLM
         "OLLAMA_HOST": base,  # Ollama clients
         "OLLAMA_API_BASE": base,  # LiteLLM
+        "GOOGLE_GEMINI_BASE_URL": base,  # Gemini CLI with an API key, google-genai SDKs
         "TAPEWIRE_SESSION": session,
     }
 
@@ -208,6 +210,12 @@ def _run_recorded(
     agent = detect_agent(command, agent)
     env = dict(os.environ)
     given = agent_env(proxy_url, session)
+    added: list[str] = []
+    login = None
+    if agent == "codex":  # its base URL depends on the login it has
+        setup = codex.configure(command, env, f"{proxy_url}/s/{session}")
+        given.update(setup.env)
+        command, added, login = setup.command, setup.args, setup.login
     env.update(given)
     context: dict[str, Any] = {
         "command": list(command),
@@ -223,6 +231,8 @@ def _run_recorded(
         "python": platform.python_version(),
         "env_names": sorted(env),
         "env_set_by_tapewire": sorted(given),
+        "args_added_by_tapewire": added,
+        "agent_login": login,
         "memory_files": memory_files(cwd),
         "started_at": time.time(),
         "proxy": proxy_url,

@@ -27,6 +27,8 @@ def harness(headers: Headers, evidence: dict[str, str]) -> str:
         return "codex"
     if "aider" in agent:
         return "aider"
+    if agent.startswith("geminicli"):  # GeminiCLI/<version>[/<model>] (<os>; <arch>)
+        return "gemini-cli"
     return "unknown"
 
 

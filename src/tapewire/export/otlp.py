@@ -46,7 +46,9 @@ from tapewire import __version__, query
 from tapewire.export import semconv as sc
 from tapewire.store import Store
 
-_PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "ollama": "ollama"}
+# Our api prefixes as gen_ai.provider.name spells them (the Gemini API is "gcp.gemini").
+_PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "ollama": "ollama",
+              "gemini": "gcp.gemini"}  # fmt: skip
 _PARAMS = {"max_tokens": sc.GEN_AI_REQUEST_MAX_TOKENS, "temperature": sc.GEN_AI_REQUEST_TEMPERATURE,
            "top_p": sc.GEN_AI_REQUEST_TOP_P, "top_k": sc.GEN_AI_REQUEST_TOP_K}  # fmt: skip
 
