@@ -7,19 +7,24 @@ API key, sent as `x-goog-api-key` or `?key=`, reaches the upstream and never the
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from google import genai
 from google.genai import types
+from google.genai.errors import APIError
 
-from conftest import stored
+from conftest import settings_for, stored
 from fakegemini import CALL_ID, MODEL_VERSION, THOUGHT_PIECES
-from fakeprovider import TEXT, FakeProvider
+from fakeprovider import TEXT, FakeProvider, unreachable_port
 from tapewire.query import resolve_session, session_detail
-from tapewire.service import Service
+from tapewire.service import Service, ServiceThread
 from tapewire.store import Store
+from tapewire.store.location import DbRef
 
 SECRET = "AIzaSyTEST-never-stored-0123456789"
 MODEL = "gemini-2.5-flash"
@@ -199,3 +204,29 @@ async def test_json_array_stream_and_key_in_query(recorder: Service, fake: FakeP
         _assert_no_secret(recorder, store)
     finally:
         store.close()
+
+
+def test_unreachable_upstream_answers_in_googles_shape(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
+    """tapewire's own 502 is an error the SDK reads, naming the upstream but not the key."""
+    dead = f"http://127.0.0.1:{unreachable_port()}"
+    settings = settings_for(fake, tmp_path, db=db, upstreams=[f"gemini={dead}"])
+    with ServiceThread(settings) as service:
+        with _client(service, "gemini-dead") as client, pytest.raises(APIError) as info:
+            client.models.generate_content(model=MODEL, contents="hi")
+        assert (info.value.code, info.value.status) == (502, "UNAVAILABLE")
+        assert str(info.value.message).startswith("tapewire:")
+        url = f"{service.url}/v1beta/models/{MODEL}:generateContent?key={SECRET}"
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        answer = refused.value.read()
+        assert refused.value.code == 502 and dead.encode() in answer
+        assert SECRET.encode() not in answer
+        store = stored(service)
+        try:
+            assert all(r.outcome == "upstream_error" for r in store.exchanges())
+            _assert_no_secret(service, store)
+        finally:
+            store.close()
