@@ -18,9 +18,11 @@ from aiohttp import WSMsgType
 from conftest import settings_for, stored
 from fakeprovider import FakeProvider
 from fakews import CALL_ID, FakeWebSocketProvider, reply_events
-from tapewire.model import Turn
+from tapewire.journal.ingest import Ingester
+from tapewire.model import ExchangeEnd, Frame, Outcome, Turn, ws_messages
 from tapewire.providers import parse_exchange
 from tapewire.query import resolve_session
+from tapewire.redact import Redactor
 from tapewire.service import ServiceThread
 from tapewire.store import ExchangeRow, Store
 from tapewire.store.location import DbRef
@@ -285,3 +287,24 @@ def test_websocket_messages_give_the_turn_the_sse_stream_gives(
     assert over_ws == over_sse
     assert over_ws.error is None and over_ws.outputs
     assert isinstance(over_ws, Turn)
+
+
+def test_a_websocket_reply_is_redacted_message_by_message(tmp_path: Path) -> None:
+    """Redaction that shortens a message leaves each frame's size cutting the stored body
+    where its message now lies; control frames and untouched messages keep theirs."""
+    messages = [b'{"type":"a","text":"password=hunter22"}', b'{"type":"b"}',
+                b'{"type":"c","text":"password=x"}']  # fmt: skip
+    frames = [Frame("agent", 1, 0.0, 10), Frame("upstream", 9, 0.5, 2, b"hi")]
+    frames += [Frame("upstream", 1, 1.0 + i, len(m)) for i, m in enumerate(messages)]
+    end = ExchangeEnd(id="x", status=101, response_headers=[], response_body=b"".join(messages),
+                      response_truncated=False, response_size=sum(map(len, messages)),
+                      upstream_headers_at=None, first_byte_at=None, last_byte_at=None,
+                      outcome=Outcome.COMPLETE, error=None, frames=frames)  # fmt: skip
+    ingester = Ingester(tmp_path, lambda: None, recorder="r", run="run",  # type: ignore[arg-type, return-value]
+                        redactor=Redactor([r"password=(\w+)"], defaults=False))  # fmt: skip
+    ingester._redact_response(end)
+    assert end.redactions == 2 and end.frames is not None
+    got = [json.loads(m) for m in ws_messages(end.frames, end.response_body, "upstream")]
+    assert [m["type"] for m in got] == ["a", "b", "c"]
+    assert got[0]["text"] == got[2]["text"] == "password=[REDACTED:custom-1]"
+    assert end.frames[:2] == frames[:2] and end.frames[3] == frames[3]
