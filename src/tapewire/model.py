@@ -80,6 +80,51 @@ class ChunkMap:
         return list(zip(self.sizes, self.ms, strict=True))
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One WebSocket frame as it crossed tapewire. A data frame's payload (text, binary) is in
+    the exchange's bodies: the agent's one message is the request body, the upstream's are the
+    response body, back to back, `size` bytes each in order. A control frame's payload (ping,
+    pong, close: at most 125 bytes, RFC 6455 §5.5) is kept here, in `data`; a close frame's is
+    its 2-byte code and UTF-8 reason, as on the wire."""
+
+    source: str  # "agent" or "upstream": who sent it
+    opcode: int  # 1 text, 2 binary, 8 close, 9 ping, 10 pong
+    ms: float  # arrival, in ms after the exchange's started_at (0.1 ms)
+    size: int  # payload bytes
+    data: bytes = b""  # control frames only
+
+    @property
+    def control(self) -> bool:
+        return self.opcode >= 8
+
+    def as_json(self) -> list[Any]:
+        """[source, opcode, ms, size], and a control frame's payload in hex: the journal's and
+        the store's form."""
+        head: list[Any] = [self.source, self.opcode, self.ms, self.size]
+        return [*head, self.data.hex()] if self.data else head
+
+    @classmethod
+    def from_json(cls, e: list[Any]) -> Frame:
+        return cls(e[0], e[1], e[2], e[3], bytes.fromhex(e[4]) if len(e) > 4 else b"")
+
+
+def ws_messages(frames: list[Frame], body: bytes, source: str) -> list[bytes]:
+    """The data messages one side sent, cut out of the body that holds them back to back (a
+    body cut at the capture cap leaves its last messages short or empty)."""
+    out, at = [], 0
+    for f in frames:
+        if f.source == source and not f.control:
+            out.append(body[at : at + f.size])
+            at += f.size
+    return out
+
+
+# The method of an exchange carried by WebSocket messages (capture/websocket.py); the upgrade
+# that opened the connection was a GET, whose headers the exchange keeps.
+WEBSOCKET = "WS"
+
+
 @dataclass
 class Exchange:
     """One request and its response exactly as they crossed the wire."""
@@ -108,6 +153,7 @@ class Exchange:
     first_byte_at: float | None = None
     last_byte_at: float | None = None
     response_chunks: ChunkMap | None = None  # where the response's reads broke, and when
+    frames: list[Frame] | None = None  # a WebSocket exchange's frames, both ways; None: HTTP
     outcome: Outcome = Outcome.IN_FLIGHT
     error: str | None = None
     request_sha256: str | None = None  # of the body as it crossed the wire (set at ingest)
@@ -151,6 +197,7 @@ class ExchangeEnd:
     response_sha256: str | None = None
     redactions: int = 0
     response_chunks: ChunkMap | None = None  # None: not recorded (older journal) or dropped
+    frames: list[Frame] | None = None  # a WebSocket exchange's frames; None: HTTP
 
 
 @dataclass

@@ -19,7 +19,15 @@ from tapewire.capture.errors import error_body
 from tapewire.capture.headers import evidence, forwardable, storable, storable_target
 from tapewire.capture.recorder import Flight, Recorder, Tee
 from tapewire.capture.routing import Route, RouteError, Upstream, route
-from tapewire.model import Exchange, Headers, Outcome, new_id
+from tapewire.capture.websocket import (
+    CLOSE_WAIT,
+    Recording,
+    UpstreamSocket,
+    protocols,
+    relay,
+    websocket_upgrade,
+)
+from tapewire.model import WEBSOCKET, Exchange, Headers, Outcome, new_id
 
 log = logging.getLogger("tapewire.capture")
 
@@ -28,6 +36,12 @@ log = logging.getLogger("tapewire.capture")
 _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 _INLINE_BODY = 1024 * 1024  # smaller request bodies are read whole; larger ones stream through
 _OURS = "x-tapewire-"
+# Each hop's WebSocket handshake is its own (aiohttp makes both): the agent's key, version and
+# extensions are not the upstream's; the subprotocol is passed on by name.
+_WS_HANDSHAKE = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+     "sec-websocket-protocol", "sec-websocket-accept"}
+)  # fmt: skip
 
 
 def _text(raw: bytes) -> str:
@@ -78,6 +92,7 @@ class Proxy:
             auto_decompress=False,  # compressed bytes stay compressed, end to end
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIP_AUTO,
+            ws_response_class=UpstreamSocket,
         )
 
     async def close(self) -> None:
@@ -98,6 +113,8 @@ class Proxy:
         ex = self._exchange(request, headers, started, r)
         state = self.recorder.flight(ex)
         try:
+            if request.method == "GET" and websocket_upgrade(headers):
+                return await self._websocket(request, headers, r, state)
             return await self._forward(request, headers, r, state)
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the agent hangs up: the upstream request goes
@@ -116,13 +133,7 @@ class Proxy:
     ) -> web.StreamResponse:
         assert self._client is not None
         ex = state.ex
-        fwd = _same_spelling(
-            [
-                (k, r.upstream.host_header) if k.lower() == "host" else (k, v)
-                for k, v in forwardable(headers)
-                if not k.lower().startswith(_OURS)
-            ]
-        )
+        fwd = _upstream_headers(headers, r)
         data: bytes | AsyncIterator[bytes] | None
         if not request.body_exists:
             data = None
@@ -231,6 +242,89 @@ class Proxy:
             await out.write_eof()
         return out
 
+    async def _websocket(
+        self, request: web.Request, headers: Headers, r: Route, state: Flight
+    ) -> web.StreamResponse:
+        """The upgrade made upstream first, so that a refusal reaches the agent as the
+        upstream's HTTP answer (Codex then falls back to HTTP); then the agent's, then the
+        frames (capture/websocket.py)."""
+        assert self._client is not None
+        ex = state.ex
+        try:
+            upstream = await self._client.ws_connect(
+                URL(ex.upstream_url, encoded=True),
+                headers=_upstream_headers(headers, r, _WS_HANDSHAKE),
+                protocols=protocols(headers),
+                autoclose=False,  # close frames are forwarded, not answered by aiohttp
+                autoping=False,  # and so are pings and pongs
+                decode_text=False,  # text frames stay the bytes that came
+                max_msg_size=0,  # the agent and the upstream set the limits, not tapewire
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_WAIT),
+            )
+        except aiohttp.WSServerHandshakeError as e:
+            return self._refused(state, e)
+        except TimeoutError:
+            return self._fail(
+                state, 504, Outcome.TIMEOUT,
+                f"upstream {ex.upstream} ({ex.upstream_url}) did not answer the upgrade in time",
+            )  # fmt: skip
+        except (aiohttp.ClientError, OSError) as e:
+            return self._fail(
+                state, 502, Outcome.UPSTREAM_ERROR,
+                f"upstream {ex.upstream} ({ex.upstream_url}) failed: {e}",
+            )  # fmt: skip
+        assert isinstance(upstream, UpstreamSocket)
+        handshake = upstream.handshake
+        ex.method = WEBSOCKET
+        ex.status = handshake.status
+        ex.upstream_headers_at = time.time()
+        response_headers = _decode(handshake.raw_headers)
+        ex.response_headers = storable(response_headers, self.credentials)
+        ex.frames = []
+        agent = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoclose=False,
+            autoping=False,
+            decode_text=False,
+            max_msg_size=0,
+            compress=False,
+        )
+        for k, v in forwardable(response_headers, _WS_HANDSHAKE):
+            agent.headers.add(k, v)
+
+        def cut_agent() -> None:
+            if request.transport is not None:
+                request.transport.close()
+
+        try:
+            await agent.prepare(request)
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            state.finish(Outcome.CLIENT_DISCONNECT, "client closed the connection")
+            handshake.close()
+            return agent
+        await relay(agent, upstream, Recording(self.recorder, state), cut_agent, handshake.close)
+        return agent
+
+    def _refused(self, state: Flight, e: aiohttp.WSServerHandshakeError) -> web.StreamResponse:
+        """The upstream answered the upgrade without upgrading: its status and headers go to
+        the agent (aiohttp keeps no body of such an answer; the agent gets tapewire's note)."""
+        ex = state.ex
+        headers = [(k, v) for k, v in (e.headers or {}).items()]
+        message = f"upstream {ex.upstream} refused the WebSocket upgrade: {e.status} {e.message}"
+        body = error_body(ex.provider, e.status, message)
+        ex.status = e.status
+        ex.upstream_headers_at = ex.first_byte_at = ex.last_byte_at = time.time()
+        ex.response_headers = storable(headers, self.credentials)
+        state.response.add(body)
+        state.pacing.add(len(body), perf_counter())
+        state.finish(Outcome.UPSTREAM_ERROR, message)
+        resp = web.Response(status=e.status, body=body, content_type="application/json")
+        for k, v in forwardable(headers, _BODY_HEADERS):
+            resp.headers.add(k, v)
+        resp.headers["X-Tapewire-Error"] = "1"
+        return resp
+
     async def _stream_request(self, request: web.Request, state: Flight) -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_any():
             state.request.add(chunk)
@@ -267,6 +361,22 @@ class Proxy:
             request_headers=storable(headers, self.credentials),
             evidence=evidence(headers, r.session if r else None),
         )
+
+
+# The upstream's body is not the one sent: its length and encoding do not apply.
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "content-type"})
+
+
+def _upstream_headers(headers: Headers, r: Route, drop: frozenset[str] = frozenset()) -> Headers:
+    """The agent's headers for the upstream: hop-by-hop and tapewire's own dropped, Host
+    rewritten, credentials kept (they are forwarded, never stored)."""
+    return _same_spelling(
+        [
+            (k, r.upstream.host_header) if k.lower() == "host" else (k, v)
+            for k, v in forwardable(headers, drop)
+            if not k.lower().startswith(_OURS)
+        ]
+    )
 
 
 async def _read_body(request: web.Request, state: Flight) -> bytes:

@@ -199,5 +199,6 @@ class Flight:
         ex.response_size = self.response.size
         ex.response_truncated = self.response.truncated
         ex.response_body = self.response.take()
-        ex.response_chunks = self.pacing.map()
+        # A WebSocket exchange's frames say how its response arrived.
+        ex.response_chunks = self.pacing.map() if ex.frames is None else None
         self.recorder._end(ex)

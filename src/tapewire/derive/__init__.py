@@ -25,7 +25,7 @@ from tapewire.derive.sessions import (
     subagent,
     title_from,
 )
-from tapewire.model import Message, Part, Turn, header_value
+from tapewire.model import Message, Part, Turn, header_value, ws_messages
 from tapewire.pricing import PriceTable, cost
 from tapewire.providers import api_for, parse_exchange
 from tapewire.store import ExchangeRow, Store
@@ -201,8 +201,11 @@ class Deriver:
 
     def derive(self, row: ExchangeRow) -> Derived | None:
         api = api_for(row.method, row.path)
-        if api is None:
+        if api is None or not carries_turn(row):
             return None
+        messages = None
+        if row.ws_frames is not None:  # over a WebSocket: the upstream's messages are the reply
+            messages = ws_messages(row.ws_frames, row.response_body or b"", "upstream")
         turn = parse_exchange(
             api,
             row.request_body or b"",
@@ -211,6 +214,7 @@ class Deriver:
             row.response_encoding,
             header_value(row.response_headers, "content-type"),
             row.status,
+            messages,
             path=row.path,
         )
         if row.request_truncated:
@@ -354,6 +358,12 @@ class Deriver:
         return session, ThreadRow(thread_id, session_id, kind, agent, row.started_at)
 
     # ---- helpers -------------------------------------------------------------------------
+
+
+def carries_turn(row: ExchangeRow) -> bool:
+    """A WebSocket exchange without a message from the agent (the frames before its first, or
+    after a reply ended: pings, the close) holds no turn."""
+    return row.ws_frames is None or row.request_size > 0
 
 
 def _chain_from(

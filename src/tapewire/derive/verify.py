@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tapewire.content_encoding import DecodeError, decode
+from tapewire.derive import carries_turn
 from tapewire.derive.nodes import node_id
 from tapewire.providers import api_for
 from tapewire.store import Store
@@ -84,7 +85,11 @@ def verify(store: Store, progress: Callable[[int], None] = lambda n: None) -> Re
                     (report.notes if known else report.problems).append(
                         f"exchange {exchange_id}: {what} body: {e}"
                     )
-        if api_for(row.method, row.path) is not None and exchange_id not in derived:
+        if (
+            api_for(row.method, row.path) is not None
+            and carries_turn(row)
+            and exchange_id not in derived
+        ):
             report.problems.append(
                 f"exchange {exchange_id}: no turn derived (run tapewire rederive)"
             )

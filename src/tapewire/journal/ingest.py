@@ -15,6 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from tapewire.journal.segments import (
     segment_path,
     write_checkpoint,
 )
-from tapewire.model import Exchange, ExchangeEnd, header_value
+from tapewire.model import Exchange, ExchangeEnd, header_value, ws_messages
 from tapewire.pricing import PriceTable
 from tapewire.redact import Redactor
 from tapewire.store import Batch, Store
@@ -264,6 +265,9 @@ class Ingester:
         end.response_sha256 = hashlib.sha256(end.response_body).hexdigest()
         if self.redactor is None or not end.response_body:
             return
+        if end.frames is not None:
+            self._redact_messages(end)
+            return
         body, decoded, count = self._redact(
             end.response_body, header_value(end.response_headers, "content-encoding")
         )
@@ -277,6 +281,23 @@ class Ingester:
             end.response_body, end.redactions = body, count
             if decoded:
                 end.response_encoding = "identity"
+
+    def _redact_messages(self, end: ExchangeEnd) -> None:
+        """A WebSocket reply, message by message: a secret never spans two, and each frame's
+        size then still says where its message lies in the stored body."""
+        assert self.redactor is not None and end.frames is not None
+        pieces = iter(ws_messages(end.frames, end.response_body, "upstream"))
+        frames, body, total = [], [], 0
+        for f in end.frames:
+            if f.source == "upstream" and not f.control:
+                piece, count = self.redactor.redact(next(pieces))
+                body.append(piece)
+                total += count
+                frames.append(replace(f, size=len(piece)) if count else f)
+            else:
+                frames.append(f)
+        if total:
+            end.frames, end.response_body, end.redactions = frames, b"".join(body), total
 
     def _redact(self, data: bytes, encoding: str | None) -> tuple[bytes, bool, int]:
         """(body to store, whether it had to be decoded, replacements)."""

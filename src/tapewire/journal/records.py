@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from tapewire.journal.format import Record
-from tapewire.model import ChunkMap, Evidence, Exchange, ExchangeEnd, Outcome, RunContext
+from tapewire.model import (
+    ChunkMap,
+    Evidence,
+    Exchange,
+    ExchangeEnd,
+    Frame,
+    Outcome,
+    RunContext,
+)
 
 
 def begin_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
@@ -51,7 +59,13 @@ def end_record(ex: Exchange) -> tuple[dict[str, Any], list[bytes]]:
         # existed have neither key, and read back with no map.
         meta["chunk_sizes"] = ex.response_chunks.sizes
         meta["chunk_ms"] = ex.response_chunks.ms
+    if ex.frames is not None:
+        meta["frames"] = [f.as_json() for f in ex.frames]
     return meta, [ex.response_body]
+
+
+def _frames(value: Any) -> list[Frame] | None:
+    return [Frame.from_json(e) for e in value] if isinstance(value, list) else None
 
 
 def context_record(ctx: RunContext) -> tuple[dict[str, Any], list[bytes]]:
@@ -106,6 +120,7 @@ def to_end(rec: Record) -> ExchangeEnd:
         outcome=Outcome(m["outcome"]),
         error=m["error"],
         response_chunks=_chunks(m),
+        frames=_frames(m.get("frames")),
     )
 
 

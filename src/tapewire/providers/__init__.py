@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from tapewire.content_encoding import DecodeError, decode
-from tapewire.model import Turn
+from tapewire.model import WEBSOCKET, Turn
 from tapewire.providers.parts import add_error, json_or_text
 
 __all__ = ["api_for", "json_or_text", "parse_exchange"]
@@ -39,8 +39,9 @@ _APIS: tuple[tuple[str, str], ...] = (
 
 
 def api_for(method: str, path: str) -> str | None:
-    """Which wire format an exchange speaks, or None when it is not an LLM call we read."""
-    if method.upper() != "POST":
+    """Which wire format an exchange speaks, or None when it is not an LLM call we read
+    (method WS: a message over a WebSocket, capture/websocket.py)."""
+    if method.upper() not in ("POST", WEBSOCKET):
         return None
     path = path.partition("?")[0].rstrip("/")
     for suffix, api in _APIS:
@@ -112,12 +113,18 @@ def parse_exchange(
     response_encoding: str | None,
     response_content_type: str | None,
     status: int | None,
+    messages: list[bytes] | None = None,
     path: str = "",
 ) -> Turn:
-    """Everything a codec can read from one exchange; never raises on bad input. `path`: the
-    request's, as recorded (the codecs that read it: model and streaming for Gemini)."""
+    """Everything a codec can read from one exchange; never raises on bad input. `messages`:
+    the upstream's data messages when the exchange went over a WebSocket (the request body is
+    then the agent's one message). `path`: the request's, as recorded (the codecs that read
+    it: model and streaming for Gemini)."""
     turn = Turn(api=api)
     codec = _codec(api)
+    if messages is not None and not hasattr(codec, "parse_messages"):
+        add_error(turn, f"{api} is not read over a WebSocket")
+        return turn
     if path and hasattr(codec, "parse_path"):
         _guard(turn, lambda: codec.parse_path(path, turn), "path")
     raw = decode_body(request_body, request_encoding, turn, "request") if request_body else b""
@@ -128,9 +135,13 @@ def parse_exchange(
     else:
         body = request_json(raw, turn)
         if isinstance(body, dict):
-            _guard(turn, lambda: codec.parse_request(body, turn), "request")
+            parse = codec.parse_request if messages is None else codec.parse_ws_request
+            _guard(turn, lambda: parse(body, turn), "request")
         elif body is not None:
             add_error(turn, "request body is not a JSON object")
+    if messages is not None:
+        _guard(turn, lambda: codec.parse_messages(messages, turn), "response")
+        return turn
     if response_body is None:
         return turn
     data = decode_body(response_body, response_encoding, turn, "response")

@@ -244,6 +244,16 @@ def parse_request(body: dict[str, Any], turn: Turn) -> None:
         add_error(turn, f"request input is a {type(items).__name__}, not a string or a list")
 
 
+def parse_ws_request(body: dict[str, Any], turn: Turn) -> None:
+    """The agent's message over a WebSocket: a `response.create` event holds the same fields as
+    the POST body (its `type` aside), and the reply always streams."""
+    kind = body.get("type")
+    parse_request({k: v for k, v in body.items() if k != "type"}, turn)
+    turn.stream = True
+    if kind != "response.create":
+        add_error(turn, f"agent message of type {kind!r}, not response.create")
+
+
 # ---- response ------------------------------------------------------------------------------
 
 
@@ -432,8 +442,17 @@ def _on_event(kind: str, event: dict[str, Any], stream: _Stream, turn: Turn) -> 
 
 
 def _parse_stream(body: bytes, turn: Turn) -> None:
+    _parse_events(events(body), turn, "SSE event")
+
+
+def parse_messages(messages: list[bytes], turn: Turn) -> None:
+    """The reply over a WebSocket: the same events as the SSE stream, one JSON text frame each."""
+    _parse_events(((None, m) for m in messages), turn, "WebSocket message")
+
+
+def _parse_events(pairs: Iterable[tuple[str | None, bytes | str]], turn: Turn, what: str) -> None:
     stream = _Stream()
-    for name, data in events(body):
+    for name, data in pairs:
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -448,7 +467,7 @@ def _parse_stream(body: bytes, turn: Turn) -> None:
         if stream.final is not None:
             break
     if stream.malformed:
-        add_error(turn, f"{stream.malformed} malformed SSE event(s) skipped")
+        add_error(turn, f"{stream.malformed} malformed {what}(s) skipped")
     _finish_stream(stream, turn)
 
 

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tapewire.model import Exchange, ExchangeEnd, RunContext
+from tapewire.model import Exchange, ExchangeEnd, Frame, RunContext
 from tapewire.store import location
 from tapewire.store.derived import Derived
 from tapewire.store.location import DbRef
@@ -60,11 +60,15 @@ class ExchangeRow:
     # in order; the sizes sum to response_size. None: captured before tapewire recorded it,
     # or dropped because redaction changed the stored body's length (docs/capture.md).
     response_chunks: list[tuple[int, float]] | None = None
+    # A WebSocket exchange's frames, both ways, in order (model.Frame); None: HTTP.
+    ws_frames: list[Frame] | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data.pop("request_body")
         data.pop("response_body")
+        if self.ws_frames is not None:
+            data["ws_frames"] = [f.as_json() for f in self.ws_frames]
         return data
 
 

@@ -220,6 +220,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX sessions_ended ON sessions(ended_at);
         """,
     ),
+    (
+        "0006_ws_frames",
+        # A WebSocket exchange's frames, both ways (model.Frame): JSON list of [source, opcode,
+        # ms, size(, control payload hex)] as text, zstd-compressed (a blob) when long. NULL:
+        # an HTTP exchange.
+        """
+        ALTER TABLE exchanges ADD COLUMN ws_frames BLOB;
+        """,
+    ),
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.

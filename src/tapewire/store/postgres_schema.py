@@ -218,4 +218,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX sessions_ended ON sessions(ended_at);
         """,
     ),
+    (
+        "0006_ws_frames",
+        """
+        ALTER TABLE exchanges ADD COLUMN ws_frames BYTEA;
+        """,
+    ),
 ]

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from tapewire.model import ChunkMap, Exchange, ExchangeEnd, Headers, Outcome, header_value
+from tapewire.model import ChunkMap, Exchange, ExchangeEnd, Frame, Headers, Outcome, header_value
 from tapewire.store import Batch, ExchangeRow
 from tapewire.store.blobs import MAX_DEPTH, compress, decompress, shared_prefix
 from tapewire.store.derived import Derived
@@ -38,7 +38,7 @@ _END_SQL = (
     "UPDATE exchanges SET status=?, response_headers=?, response_blob=?, response_encoding=?,"
     " response_size=?, response_truncated=?, response_sha256=?, upstream_headers_at=?,"
     " first_byte_at=?, last_byte_at=?, outcome=?, error=?, response_redactions=?,"
-    " response_chunks=? WHERE id = ?"
+    " response_chunks=?, ws_frames=? WHERE id = ?"
 )
 
 
@@ -85,6 +85,24 @@ def _pack_chunks(chunks: ChunkMap | None, zstd: zstandard.ZstdCompressor) -> str
         if len(packed) < len(raw):
             return packed
     return raw.decode()
+
+
+def _pack_frames(frames: list[Frame] | None, zstd: zstandard.ZstdCompressor) -> str | bytes | None:
+    """A WebSocket exchange's frames for their column, packed like a chunk map."""
+    if frames is None:
+        return None
+    raw = orjson.dumps([f.as_json() for f in frames])
+    if len(raw) > _PACK_OVER:
+        packed = zstd.compress(raw)
+        if len(packed) < len(raw):
+            return packed
+    return raw.decode()
+
+
+def _unpack_frames(
+    data: str | bytes | None, unzstd: zstandard.ZstdDecompressor
+) -> list[Frame] | None:
+    return None if data is None else [Frame.from_json(e) for e in unpack(data, unzstd)]
 
 
 def _unpack_chunks(
@@ -294,6 +312,7 @@ class SQLStore(Retention, Transfer):
             end.error,
             end.redactions,
             self._binary(_pack_chunks(end.response_chunks, self._zstd)),
+            self._binary(_pack_frames(end.frames, self._zstd)),
         )
         if not self.conn.execute(_END_SQL, (*args, end.id)).rowcount:
             # Its begin record was lost (the journal write failed): keep what we have.
@@ -707,18 +726,19 @@ class SQLStore(Retention, Transfer):
         " redactions + response_redactions, request_end_at, upstream_headers_at, first_byte_at,"
         " last_byte_at,"
         " request_blob, response_blob, request_sha256, request_encoding, response_encoding,"
-        " response_chunks"
+        " response_chunks, ws_frames"
     )
 
     def _exchange_columns(self) -> str:
-        """A read-only store does not migrate: one written before 0004 has no chunk maps."""
+        """A read-only store does not migrate: one written before 0004 has no chunk maps, one
+        before 0006 no frames."""
         if self._columns is None:
             names = self._column_names("exchanges")
-            self._columns = (
-                self._COLUMNS
-                if "response_chunks" in names
-                else self._COLUMNS.replace("response_chunks", "NULL")
-            )
+            columns = self._COLUMNS
+            for name in ("response_chunks", "ws_frames"):  # 0004, 0006
+                if name not in names:
+                    columns = columns.replace(name, "NULL")
+            self._columns = columns
         return self._columns
 
     def _row(self, r: tuple[Any, ...], with_bodies: bool) -> ExchangeRow:
@@ -760,6 +780,7 @@ class SQLStore(Retention, Transfer):
             request_encoding=r[29],
             response_encoding=r[30],
             response_chunks=_unpack_chunks(r[31], self._unzstd),
+            ws_frames=_unpack_frames(r[32], self._unzstd),
         )
         if with_bodies:
             row.request_body = self.read_blob(r[26]) if r[26] else b""

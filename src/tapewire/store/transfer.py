@@ -12,7 +12,7 @@ from tapewire.store.retention import chunks, marks
 
 # Tables copied whole besides exchanges and blobs, with their keys.
 PLAIN_TABLES = {"run_contexts": "session", "drops": "reason", "transcript_facts": "session"}
-BINARY_COLUMNS = {"response_chunks", "data", "content"}
+BINARY_COLUMNS = {"response_chunks", "ws_frames", "data", "content"}
 
 
 class Transfer:
