@@ -24,7 +24,7 @@ import pytest
 
 from conftest import RECORDING, settings_for, stored
 from fakeprovider import FakeProvider, load_recording
-from servecli import cli
+from servecli import ServeProcess, cli
 from tapewire.capture.tls import LocalCA
 from tapewire.service import Service, ServiceThread
 from tapewire.store import open_store
@@ -311,3 +311,35 @@ def test_run_https_proxy_bad_ca(
     assert str(cert) in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""  # the child did not run
+
+
+def test_run_uses_running_serve_https_proxy(
+    tls_fake: FakeProvider, public_ca: LocalCA, tmp_path: Path
+) -> None:
+    """`tapewire run --https-proxy` beside a `tapewire serve --https-proxy` on the same database
+    points its child at that serve, trusting the CA serve says it uses."""
+    db = tmp_path / "served.db"
+    serve_ca = tmp_path / "serve-ca"
+    extra = [f"--upstream={host}={tls_fake.url}" for host in HOSTS]
+    with ServeProcess(db, tls_fake.url, "--https-proxy", "--ca-dir", str(serve_ca),
+                      "--upstream-ca", str(public_ca.cert_path), "--no-ui", *extra) as serve:  # fmt: skip
+        done = _run_https(tmp_path, db, tls_fake, public_ca, tmp_path / "unused-ca")
+        assert done.returncode == 0, done.stderr + serve.log.read_text()
+        env = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        assert env["HTTPS_PROXY"].endswith(serve.url.split("://")[1])
+        assert env["NODE_EXTRA_CA_CERTS"] == str(serve_ca / "ca.pem")
+        assert serve.terminate() == 0
+    assert "HTTPS proxy: HTTPS_PROXY=" in serve.log.read_text()
+    store = open_store(db)
+    assert {r.upstream for r in store.exchanges()} == set(HOSTS)
+    store.close()
+
+
+def test_run_https_proxy_needs_serve_with_it(
+    tls_fake: FakeProvider, public_ca: LocalCA, tmp_path: Path
+) -> None:
+    db = tmp_path / "served.db"
+    with ServeProcess(db, tls_fake.url, "--no-ui"):
+        done = _run_https(tmp_path, db, tls_fake, public_ca, tmp_path / "ca")
+    assert done.returncode != 0
+    assert "--https-proxy" in done.stderr and done.stdout == ""
