@@ -60,7 +60,8 @@ def https_settings(fake: FakeProvider, tmp_path: Path, public_ca: LocalCA, **ove
         "https_proxy": True,
         "ca_dir": tmp_path / "ca",
         "upstream_ca": public_ca.cert_path,
-        "upstreams": [f"{host}={fake.url}" for host in HOSTS],
+        # The base-URL mode's upstreams and the allow-listed hosts' alike: to the fake.
+        "upstreams": [f"{name}={fake.url}" for name in ("anthropic", "openai", *HOSTS)],
     }
     return settings_for(fake, tmp_path, **(given | overrides))
 
@@ -189,8 +190,16 @@ def test_other_hosts_tunnelled_unrecorded(
     assert other_site.received[-1].body == b"tunnelled bytes"
     assert stored(https_recorder).exchanges() == []
     assert https_recorder.status()["https_proxy"]["tunnelled_connections"] == 1
-    # The plain listener still serves the base-URL mode and tapewire's control paths.
+    # The same listener still serves tapewire's control paths and the base-URL mode.
     assert httpx.get(https_recorder.url + "/_tapewire/status", trust_env=False).status_code == 200
+    with openai.OpenAI(base_url=https_recorder.url + "/v1", api_key="sk-test") as client:
+        stream = client.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        assert [c.choices[0].delta.content for c in stream if c.choices]
+    assert [(r.upstream, r.outcome) for r in stored(https_recorder).exchanges()] == [
+        ("openai", "complete")
+    ]
 
 
 def _connect_raw(port: int, head: bytes) -> bytes:
