@@ -37,6 +37,7 @@ import hashlib
 import json
 import random
 import socket
+import ssl
 import threading
 import zlib
 from collections import deque
@@ -803,7 +804,10 @@ _ROUTES = frozenset(
 class FakeProvider:
     """An LLM provider on 127.0.0.1, served from its own thread and event loop."""
 
-    def __init__(self, recording_dir: Path | None = None) -> None:
+    def __init__(
+        self, recording_dir: Path | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.ssl_context = ssl_context  # served over TLS (https://) when given
         self.turns: list[RecordedTurn] = (
             load_recording(recording_dir) if recording_dir is not None else []
         )
@@ -825,7 +829,8 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeProvider:
         if self._thread is not None:
@@ -898,7 +903,7 @@ class FakeProvider:
         # Handlers end promptly on stop (they watch _stopping); the timeout is a backstop.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, auto_decompress=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
         for address in runner.addresses:

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from tapewire import __version__
+from tapewire.capture.connect import DEFAULT_INTERCEPT, HttpsProxy
 from tapewire.capture.headers import CREDENTIAL_HEADERS
-from tapewire.capture.proxy import Proxy
+from tapewire.capture.proxy import Proxy, upstream_context
 from tapewire.capture.recorder import EXCHANGE_CAP, INFLIGHT_CAP, Recorder
 from tapewire.capture.routing import parse_upstreams
-from tapewire.capture.server import ProxyServer
+from tapewire.capture.server import HANDLER_ARGS, ProxyServer
+from tapewire.capture.tls import LocalCA, default_ca_dir
 from tapewire.journal.records import context_record
 from tapewire.journal.segments import OwnerLock, journal_id
 from tapewire.journal.worker import IngestWorker
@@ -58,6 +60,10 @@ class Settings:
     otlp_protocol: str = "http"
     otlp_content: bool = False
     retain: float | None = None  # seconds: prune sessions older than this, daily (serve --retain)
+    https_proxy: bool = False  # CONNECT on the listener (docs/https-proxy.md)
+    intercept_hosts: list[str] = field(default_factory=lambda: list(DEFAULT_INTERCEPT))
+    ca_dir: Path | None = None  # default: tls.default_ca_dir()
+    upstream_ca: Path | None = None  # trusted upstream besides the system's CAs
 
     @property
     def journal_dir(self) -> Path:
@@ -76,6 +82,9 @@ class Service:
                 "beyond loopback, every request must carry x-tapewire-token"
             )
         self.settings = settings
+        # What can be wrong with the TLS files is said before the journal is taken.
+        upstream_ssl = upstream_context(settings.upstream_ca)
+        ca = LocalCA(settings.ca_dir or default_ca_dir()) if settings.https_proxy else None
         self.run_id = new_id()
         directory = settings.journal_dir
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -111,9 +120,26 @@ class Service:
             credential_headers=credentials,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
+            upstream_ssl=upstream_ssl,
+        )
+        self.https = (
+            HttpsProxy(
+                proxy,
+                ca,
+                intercept=settings.intercept_hosts,
+                token=settings.token,
+                connect_timeout=settings.connect_timeout,
+                handler_args=HANDLER_ARGS,
+            )
+            if ca is not None
+            else None
         )
         self.server = ProxyServer(
-            proxy, status=self.status, record_context=self.record_context, token=settings.token
+            proxy,
+            status=self.status,
+            record_context=self.record_context,
+            token=settings.token,
+            https=self.https,
         )
         self.started_at = time.time()
         self.port = 0
@@ -172,6 +198,9 @@ class Service:
             "url": self.url,
             "run": self.run_id,
             "db": location.display(self.settings.db),
+            # `tapewire run --https-proxy` reads these to point its child here.
+            "https_proxy": self.https is not None,
+            "ca": str(self.https.ca.cert_path) if self.https is not None else None,
         }
         (self.settings.journal_dir / STATE_FILE).write_text(json.dumps(state))
 
@@ -188,6 +217,7 @@ class Service:
             "journal_records_written": self.journal.records_written,
             "ingest": self.ingester.status(),
             "upstreams": {n: u.origin + u.base_path for n, u in self.upstreams.items()},
+            "https_proxy": self.https.status() if self.https is not None else None,
         }
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from time import perf_counter
 
 import aiohttp
@@ -43,6 +45,10 @@ _WS_HANDSHAKE = frozenset(
      "sec-websocket-protocol", "sec-websocket-accept"}
 )  # fmt: skip
 
+# How a request's raw target becomes its route: by path on the proxy listener (`route`), by the
+# host the client named in CONNECT for a request the HTTPS proxy decrypted (`route_host`).
+Resolver = Callable[[str], Route]
+
 
 def _text(raw: bytes) -> str:
     # aiohttp writes header text back out as UTF-8: decoding UTF-8 round-trips those bytes.
@@ -75,6 +81,7 @@ class Proxy:
         credential_headers: frozenset[str],
         connect_timeout: float = 30.0,
         read_timeout: float = 600.0,
+        upstream_ssl: ssl.SSLContext | bool = True,
     ) -> None:
         self.upstreams = upstreams
         self.recorder = recorder
@@ -85,10 +92,11 @@ class Proxy:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._client: aiohttp.ClientSession | None = None
+        self.upstream_ssl = upstream_ssl  # see upstream_context
 
     async def start(self) -> None:
         self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=self.upstream_ssl),
             auto_decompress=False,  # compressed bytes stay compressed, end to end
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIP_AUTO,
@@ -101,11 +109,17 @@ class Proxy:
 
     # ---- the handler -----------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, resolve: Resolver | None = None
+    ) -> web.StreamResponse:
         started = time.time()
         headers = _decode(request.raw_headers)
         try:
-            r = route(request.raw_path, self.upstreams, self.default_upstream)
+            r = (
+                resolve(request.raw_path)
+                if resolve is not None
+                else route(request.raw_path, self.upstreams, self.default_upstream)
+            )
         except RouteError as e:
             state = self.recorder.flight(self._exchange(request, headers, started, None))
             await _read_body(request, state)
@@ -377,6 +391,22 @@ def _upstream_headers(headers: Headers, r: Route, drop: frozenset[str] = frozens
             if not k.lower().startswith(_OURS)
         ]
     )
+
+
+def upstream_context(extra_ca: Path | None) -> ssl.SSLContext | bool:
+    """The upstream client's TLS verification: the system's CAs, plus `extra_ca` (a company's
+    TLS-inspecting gateway, a test provider's CA) when given. A file that cannot be loaded is
+    the user's error, said at start (ValueError naming it)."""
+    if extra_ca is None:
+        return True  # aiohttp's default verification
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=extra_ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(
+            f"--upstream-ca {extra_ca}: cannot load it as CA certificates: {e}"
+        ) from None
+    return context
 
 
 async def _read_body(request: web.Request, state: Flight) -> bytes:

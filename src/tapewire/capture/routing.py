@@ -97,6 +97,28 @@ def _split_segment(path: str) -> tuple[str, str]:
     return seg, "/" + rest if sep else "/"
 
 
+def _shape(path: str) -> tuple[str | None, str | None]:
+    """(upstream, provider) the path's shape names, (None, None) for no known shape."""
+    if _is_gemini(path):
+        return "gemini", "gemini" if gemini_generates(path) else None
+    for shape, shape_upstream, shape_provider in _SHAPES:
+        if (
+            path == shape
+            or path.startswith(shape + "/")
+            or (shape.endswith("/") and path.startswith(shape))
+        ):
+            return shape_upstream, shape_provider
+    return None, None
+
+
+def route_host(raw_path: str, upstream: Upstream, session: str | None = None) -> Route:
+    """A request the HTTPS proxy decrypted: the client named its host (CONNECT), so the upstream
+    is fixed and the path is the provider's own (no tapewire prefixes); only the provider is
+    read from the path's shape."""
+    path = raw_path.partition("?")[0]
+    return Route(upstream, upstream.base_path + raw_path, _shape(path)[1], session)
+
+
 def route(raw_path: str, upstreams: dict[str, Upstream], default: str = "openai") -> Route:
     """Resolve a raw request target (path and query, undecoded) into where it goes."""
     path, qmark, query = raw_path.partition("?")
@@ -115,21 +137,8 @@ def route(raw_path: str, upstreams: dict[str, Upstream], default: str = "openai"
             seg, path = _split_segment(path[3:])
             name = unquote(seg)
 
-    provider: str | None = None
-    if _is_gemini(path):
-        provider = "gemini" if gemini_generates(path) else None
-        name = name or "gemini"
-    else:
-        for shape, shape_upstream, shape_provider in _SHAPES:
-            if (
-                path == shape
-                or path.startswith(shape + "/")
-                or (shape.endswith("/") and path.startswith(shape))
-            ):
-                provider = shape_provider
-                name = name or shape_upstream
-                break
-    name = name or default
+    shape_upstream, provider = _shape(path)
+    name = name or shape_upstream or default
     upstream = upstreams.get(name)
     if upstream is None:
         raise RouteError(f"no upstream named {name!r}; configure it with --upstream {name}=URL")

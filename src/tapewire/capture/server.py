@@ -1,17 +1,27 @@
 """The proxy listener: an aiohttp server for every provider, plus tapewire's own control paths
-under /_tapewire/ (status, run context)."""
+under /_tapewire/ (status, run context), and with the HTTPS proxy mode, CONNECT (connect.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from tapewire.capture.connect import HttpsProxy
 from tapewire.capture.proxy import Proxy
 
 CONTROL_PREFIX = "/_tapewire/"
+# For each connection's aiohttp protocol, on the listener and (connect.py) inside a decrypted
+# CONNECT alike. auto_decompress off: a compressed request body (Codex sends zstd) is
+# forwarded as sent.
+HANDLER_ARGS: dict[str, Any] = {
+    "max_field_size": 65536,
+    "auto_decompress": False,
+    "access_log": None,
+}
 
 StatusFn = Callable[[], dict[str, Any]]
 ContextFn = Callable[[str, dict[str, Any]], None]
@@ -25,17 +35,20 @@ class ProxyServer:
         status: StatusFn,
         record_context: ContextFn,
         token: str | None = None,
+        https: HttpsProxy | None = None,
     ) -> None:
         self.proxy = proxy
+        self.https = https
         self._status = status
         self._record_context = record_context
         self.token = token
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._listener: asyncio.Server | None = None  # instead of the site, with --https-proxy
         self.port = 0
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 40, handler_args={"max_field_size": 65536})
+        app = web.Application(client_max_size=1 << 40)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -64,15 +77,20 @@ class ProxyServer:
     async def start(self, host: str, port: int) -> int:
         await self.proxy.start()
         # handler_cancellation: an agent that hangs up cancels its upstream request at once.
-        # auto_decompress off: a compressed request body (Codex sends zstd) is forwarded as sent.
         self._runner = web.AppRunner(
-            self._app(),
-            handler_cancellation=True,
-            auto_decompress=False,
-            access_log=None,
-            shutdown_timeout=0.1,
+            self._app(), handler_cancellation=True, shutdown_timeout=0.1, **HANDLER_ARGS
         )
         await self._runner.setup()
+        if self.https is not None:
+            # CONNECT cannot be served from inside aiohttp: each connection's first bytes pick
+            # CONNECT handling or aiohttp's protocol (connect.py says why).
+            https, plain = self.https, self._runner.server
+            assert plain is not None
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: https.protocol(plain), host, port, reuse_address=True, backlog=1024
+            )
+            self.port = self._listener.sockets[0].getsockname()[1]
+            return self.port
         # A burst of agents (or subagents) connecting at once must not overflow the accept queue.
         self._site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
         await self._site.start()
@@ -82,10 +100,14 @@ class ProxyServer:
         return self.port
 
     async def stop_accepting(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._site is not None:
             await self._site.stop()
 
     async def close(self) -> None:
+        if self.https is not None:
+            await self.https.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.proxy.close()

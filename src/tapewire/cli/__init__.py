@@ -7,6 +7,7 @@ import click
 from tapewire import __version__
 from tapewire.cli.admin import copy, delete, migrate, prune
 from tapewire.cli.analyze import analyze, drift
+from tapewire.cli.ca import ca
 from tapewire.cli.demo import demo
 from tapewire.cli.diff import diff
 from tapewire.cli.exchanges import exchanges
@@ -57,3 +58,4 @@ main.add_command(migrate)
 main.add_command(copy)
 main.add_command(prune)
 main.add_command(delete)
+main.add_command(ca)

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import click
 import platformdirs
 
+from tapewire.capture.connect import DEFAULT_INTERCEPT
+from tapewire.capture.tls import default_ca_dir
 from tapewire.service import Settings
 from tapewire.store import location
 from tapewire.store.location import DbRef
@@ -137,6 +139,14 @@ def proxy_options(f: F) -> F:
             help="Seconds between journal fsyncs.",
         ),
         click.option(
+            "--upstream-ca",
+            type=click.Path(path_type=Path, dir_okay=False),
+            envvar="TAPEWIRE_UPSTREAM_CA",
+            metavar="FILE",
+            help="Also trust these CA certificates (PEM) on the upstream side: a company's "
+            "TLS gateway, a test provider.",
+        ),
+        click.option(
             "--read-timeout",
             type=float,
             envvar="TAPEWIRE_READ_TIMEOUT",
@@ -148,6 +158,38 @@ def proxy_options(f: F) -> F:
     for option in reversed(options):
         f = option(f)
     return prices_option(f)
+
+
+def ca_dir_option(f: F) -> F:
+    return click.option(
+        "--ca-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="TAPEWIRE_CA_DIR",
+        default=default_ca_dir,
+        show_default="<user data directory>/ca",
+        help="Where tapewire's local CA lives (made there on first use).",
+    )(f)
+
+
+def https_options(f: F) -> F:
+    """The HTTPS proxy mode (docs/https-proxy.md)."""
+    f = click.option(
+        "--intercept",
+        "intercept_hosts",
+        multiple=True,
+        envvar="TAPEWIRE_INTERCEPT",
+        metavar="HOST",
+        help="With --https-proxy: a host whose TLS tapewire terminates and records. "
+        f"Repeatable; replaces the default list ({', '.join(DEFAULT_INTERCEPT)}).",
+    )(f)
+    f = click.option(
+        "--https-proxy",
+        is_flag=True,
+        envvar="TAPEWIRE_HTTPS_PROXY",
+        help="Also serve CONNECT: record the LLM API hosts' traffic (TLS terminated with a "
+        "certificate of tapewire's local CA), tunnel every other host untouched.",
+    )(f)
+    return ca_dir_option(f)
 
 
 def split_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -184,4 +226,8 @@ def settings_from(options: dict[str, Any]) -> Settings:
         fsync_interval=options["fsync_interval"],
         read_timeout=options["read_timeout"],
         prices=options.get("prices"),
+        upstream_ca=options.get("upstream_ca"),
+        https_proxy=bool(options.get("https_proxy")),
+        intercept_hosts=list(options.get("intercept_hosts") or DEFAULT_INTERCEPT),
+        ca_dir=options.get("ca_dir"),
     )

@@ -14,11 +14,13 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
+from tapewire.capture.tls import CERT_FILE, default_ca_dir, write_trust_bundle
 from tapewire.cli import codex
-from tapewire.cli.options import db_option, proxy_options, settings_from
+from tapewire.cli.options import db_option, https_options, proxy_options, settings_from
 from tapewire.journal.segments import JournalLocked
 from tapewire.model import new_id
 from tapewire.service import ServiceThread, running_state
@@ -50,6 +52,32 @@ def agent_env(proxy_url: str, session: str) -> dict[str, str]:
         "OLLAMA_HOST": base,  # Ollama clients
         "OLLAMA_API_BASE": base,  # LiteLLM
         "GOOGLE_GEMINI_BASE_URL": base,  # Gemini CLI with an API key, google-genai SDKs
+        "TAPEWIRE_SESSION": session,
+    }
+
+
+BUNDLE_FILE = "trust-bundle.pem"
+
+
+def https_env(proxy_url: str, session: str, bundle: Path, ca_cert: Path,
+              token: str | None) -> dict[str, str]:  # fmt: skip
+    """For `run --https-proxy`: the proxy for every client that honours HTTPS_PROXY, and trust
+    in tapewire's CA. The session rides in the proxy URL's user name (sent on each CONNECT as
+    Proxy-Authorization), the token, if any, as its password."""
+    scheme, _, address = proxy_url.partition("://")
+    userinfo = quote(session, safe="") + (f":{quote(token, safe='')}" if token else "")
+    proxy = f"{scheme}://{userinfo}@{address}"
+    return {
+        "HTTPS_PROXY": proxy,
+        "https_proxy": proxy,  # curl reads only the lower-case one
+        # Node adds these to its own root store: tapewire's CA alone is right.
+        "NODE_EXTRA_CA_CERTS": str(ca_cert),
+        # These replace the system's store for Python (ssl, httpx, requests) and curl: the
+        # child must still reach every host tapewire only tunnels (GitHub, package indexes),
+        # whose certificates the public CAs sign, so they get the system's CAs plus ours.
+        "SSL_CERT_FILE": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),
         "TAPEWIRE_SESSION": session,
     }
 
@@ -166,6 +194,7 @@ def post_context(proxy_url: str, session: str, context: dict[str, Any], token: s
 @click.option("--token", envvar="TAPEWIRE_TOKEN", default=None, hidden=True)
 @db_option
 @proxy_options
+@https_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     agent: str | None,
@@ -179,23 +208,39 @@ def run(
 
     Uses the `tapewire serve` that owns the database's journal when one is running,
     else starts a proxy in this process for the run. Exits with COMMAND's exit code.
+
+    With --https-proxy the child gets HTTPS_PROXY and tapewire's CA instead of base URLs,
+    for agents that ignore base URLs (docs/https-proxy.md).
     """
     session = session or new_id()
     settings = settings_from(options)
     settings.port = 0
+    # Where the proxy's CA certificate is: this run's own proxy and an explicit --proxy use
+    # --ca-dir; a running `tapewire serve` says where its CA is.
+    ca_cert = (settings.ca_dir or default_ca_dir()) / CERT_FILE
     thread: ServiceThread | None = None
     if proxy_url is None:
         state = running_state(settings.journal_dir)
         if state is not None:
             proxy_url = str(state["url"])
+            if settings.https_proxy and not state.get("https_proxy"):
+                raise click.ClickException(
+                    f"the tapewire serve running on this database ({proxy_url}) does not serve "
+                    "CONNECT: restart it with --https-proxy, or run without --https-proxy"
+                )
+            if state.get("ca"):
+                ca_cert = Path(state["ca"])
         else:
             try:
                 thread = ServiceThread(settings)
-            except JournalLocked as e:
+            except (JournalLocked, ValueError) as e:
                 raise click.ClickException(str(e)) from None
             proxy_url = thread.__enter__().url
     try:
-        code = _run_recorded(command, agent, session, proxy_url.rstrip("/"), token)
+        given = None
+        if settings.https_proxy:
+            given = _https_env(proxy_url.rstrip("/"), session, ca_cert, token)
+        code = _run_recorded(command, agent, session, proxy_url.rstrip("/"), token, given)
     finally:
         if thread is not None:
             thread.stop()
@@ -203,19 +248,44 @@ def run(
     sys.exit(code)
 
 
+def _https_env(proxy_url: str, session: str, ca_cert: Path, token: str | None) -> dict[str, str]:
+    """The child's HTTPS proxy environment, with its trust bundle written beside the CA; a CA
+    certificate that is missing, unreadable or corrupt stops the run, naming the file."""
+    bundle = ca_cert.parent / BUNDLE_FILE
+    try:
+        system = write_trust_bundle(ca_cert, bundle)
+    except ValueError as e:  # CAError names the certificate
+        raise click.ClickException(f"{e} (the child could not trust the HTTPS proxy)") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot write the trust bundle {bundle}: {e}") from None
+    if system is None:
+        click.echo(
+            f"tapewire: no system CA bundle found: {bundle} trusts tapewire's CA only, so the "
+            "child reaches only the intercepted hosts over HTTPS",
+            err=True,
+        )
+    return https_env(proxy_url, session, bundle, ca_cert, token)
+
+
 def _run_recorded(
-    command: tuple[str, ...], agent: str | None, session: str, proxy_url: str, token: str | None
+    command: tuple[str, ...],
+    agent: str | None,
+    session: str,
+    proxy_url: str,
+    token: str | None,
+    given: dict[str, str] | None = None,
 ) -> int:
     cwd = Path.cwd()
     agent = detect_agent(command, agent)
     env = dict(os.environ)
-    given = agent_env(proxy_url, session)
     added: list[str] = []
     login = None
-    if agent == "codex":  # its base URL depends on the login it has
-        setup = codex.configure(command, env, f"{proxy_url}/s/{session}")
-        given.update(setup.env)
-        command, added, login = setup.command, setup.args, setup.login
+    if given is None:  # the base URL's way (the HTTPS proxy's needs no base URL)
+        given = agent_env(proxy_url, session)
+        if agent == "codex":  # its base URL depends on the login it has
+            setup = codex.configure(command, env, f"{proxy_url}/s/{session}")
+            given.update(setup.env)
+            command, added, login = setup.command, setup.args, setup.login
     env.update(given)
     context: dict[str, Any] = {
         "command": list(command),

@@ -11,6 +11,7 @@ import click
 from tapewire.cli.admin import parse_duration
 from tapewire.cli.options import (
     db_option,
+    https_options,
     proxy_options,
     settings_from,
     setup_logging,
@@ -84,6 +85,7 @@ def agent_lines(url: str) -> list[str]:
 @click.option("-v", "--verbose", is_flag=True)
 @db_option
 @proxy_options
+@https_options
 def serve(
     listen: str,
     ui_listen: str,
@@ -164,6 +166,11 @@ async def _serve(service: Service, read: ReadServer | None) -> None:
     for line in agent_lines(url):
         click.echo(line, err=True)
     click.echo("or start one recorded: tapewire run -- claude", err=True)
+    if service.https is not None:
+        click.echo(
+            f"HTTPS proxy: HTTPS_PROXY={url}, trusting {service.https.ca.cert_path}", err=True
+        )
+        click.echo("  (or: tapewire run --https-proxy -- AGENT, which sets both)", err=True)
     reading = read is not None and await _start_read(read)
     await stop.wait()
     click.echo("tapewire: stopping (finishing streams, flushing the journal)", err=True)
