@@ -80,6 +80,7 @@ class Store(Protocol):
     # The database's passing trouble (a lost connection, a lock or deadlock given up on): the
     # writer's whole batch is retried, never one item skipped.
     TRANSIENT: tuple[type[Exception], ...]
+    location: DbRef  # what it was opened with: a SQLite file's path or a PostgreSQL URL
     # The words a full-text query reads as operators, not as words to find (in capitals).
     SEARCH_OPERATORS: frozenset[str]
 

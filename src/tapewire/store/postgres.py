@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tapewire.store import location
+from tapewire.store.location import DbRef
 from tapewire.store.migrations import migrate
 from tapewire.store.postgres_schema import MIGRATIONS
 from tapewire.store.sql import SQLStore
@@ -171,6 +172,7 @@ class PostgresStore(SQLStore):
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         super().__init__()
+        self.location: DbRef = url
         self.url = url
         try:
             self._pool = _pool(url, readonly)

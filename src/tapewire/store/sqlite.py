@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tapewire.store import SearchSyntaxError
+from tapewire.store.location import DbRef
 from tapewire.store.migrations import MIGRATIONS, migrate
 from tapewire.store.sql import SQLStore
 
@@ -35,6 +36,7 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.location: DbRef = path
         if readonly:
             self.conn = _open_readonly(path)
             return

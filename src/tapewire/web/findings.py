@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from tapewire import query
@@ -17,12 +16,12 @@ from tapewire.store import Store
 HISTORY_TTL = 60.0
 
 _lock = threading.Lock()
-_cache: dict[Path, tuple[float, History]] = {}
+_cache: dict[str, tuple[float, History]] = {}
 _limits = thresholds()
 
 
 def _history(store: Store) -> History:
-    key = Path(getattr(store, "path", ""))
+    key = str(store.location)  # one per database: every PostgreSQL store has its own
     with _lock:
         cached = _cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < HISTORY_TTL:
