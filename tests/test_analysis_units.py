@@ -209,6 +209,22 @@ def test_a_turn_far_off_the_sessions_trend() -> None:
     assert "turn_anomaly" not in kinds(short)
 
 
+def test_a_latency_spike_is_seconds_not_milliseconds() -> None:
+    """A turn taking 40 s where the others take 2 is an anomaly; one taking 10 ms where the
+    others take 1 is the machine being busy (a fake provider, a cache), and says nothing."""
+
+    def spiked(usual_ms: float, spike_ms: float) -> Script:
+        s = Script()
+        for i in range(10):
+            s.turn(duration=spike_ms if i == 6 else usual_ms * (1 + (i % 3) / 10))
+        return s
+
+    (slow,) = kinds(spiked(2000, 40_000))["turn_anomaly"]
+    assert slow.turns == (7,) and "latency 40.0 s" in slow.title
+    assert "turn_anomaly" not in kinds(spiked(1, 10))
+    assert "turn_anomaly" in kinds(spiked(1, 10), Thresholds(anomaly_latency_s=0.005))
+
+
 def test_ids_are_the_same_for_the_same_record() -> None:
     def make() -> Script:
         s = Script()

@@ -75,7 +75,13 @@ def turn_anomalies(record: Record, limits: Thresholds) -> list[Finding]:
         med, scale = stats
         for t, v in points:
             z = (v - med) / scale
-            if z >= limits.anomaly_z and v >= limits.anomaly_ratio * max(med, 1e-9):
+            if (
+                z >= limits.anomaly_z
+                and v >= limits.anomaly_ratio * max(med, 1e-9)
+                # Milliseconds against milliseconds say how busy the machine was, not the
+                # provider: a fake or a cache answering in 1 ms, then in 8.
+                and (metric != "duration_ms" or v - med >= limits.anomaly_latency_s * 1000)
+            ):
                 off.setdefault(t.index, []).append(
                     {"metric": metric, "value": v, "median": med, "z": round(z, 1)}
                 )

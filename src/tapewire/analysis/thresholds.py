@@ -27,6 +27,7 @@ class Thresholds:
     anomaly_min_turns: int = 8  # a session's own trend needs this many turns
     anomaly_z: float = 6.0  # robust z-score (median/MAD) above which a turn is off its trend
     anomaly_ratio: float = 8.0  # and at least this many times the session's median
+    anomaly_latency_s: float = 1.0  # and a latency at least this much above it: less is noise
     tool_error_ratio: float = 2.0  # a tool failing this many times its rate over all sessions
     tool_error_min: int = 3  # with at least this many errors
     history_min_sessions: int = 5  # comparing with similar sessions needs this many of them

@@ -229,6 +229,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE exchanges ADD COLUMN ws_frames BLOB;
         """,
     ),
+    # PostgreSQL's planner statistics for search (postgres_schema.py); FTS5 needs none. Kept
+    # in step so that both backends name the same history (`tapewire migrate`, copy).
+    ("0007_search_statistics", ""),
 ]
 
 # Tables `tapewire rederive` empties and rebuilds.
