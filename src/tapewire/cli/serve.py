@@ -33,6 +33,7 @@ def agent_lines(url: str) -> list[str]:
         f"  export ANTHROPIC_BASE_URL={url}          # Claude Code, Anthropic SDKs",
         f"  export OPENAI_BASE_URL={url}/v1          # Codex, OpenAI SDKs, aider",
         f"  export OLLAMA_HOST={url}                 # Ollama clients",
+        f"  export GOOGLE_GEMINI_BASE_URL={url}      # Gemini CLI, google-genai",
     ]
 
 
