@@ -124,6 +124,44 @@ def test_request() -> None:
     assert turn.params == {"generationConfig": REQUEST["generationConfig"]}
 
 
+def test_calls_without_ids_pair_with_their_responses_by_name_and_order() -> None:
+    """The API's ids are optional (most answers have none): the k-th response of a name answers
+    the k-th call of it, and both get `name#k`, in the answer and where the next request
+    resends them, so that derivation links each call to its result."""
+
+    def call(name: str, city: str) -> dict[str, Any]:
+        return {"functionCall": {"name": name, "args": {"city": city}}}
+
+    def result(name: str, out: str) -> dict[str, Any]:
+        return {"functionResponse": {"name": name, "response": {"output": out}}}
+
+    calls = [call("get_weather", "Paris"), call("get_time", "Paris"), call("get_weather", "Oslo")]
+    answer = {"candidates": [{"content": {"role": "model", "parts": calls},
+                              "finishReason": "STOP"}]}  # fmt: skip
+    first = parse(json.dumps(answer).encode(), "application/json")
+    asked = [(p.id, p.name) for p in first.outputs[0].parts]
+    assert asked == [("get_weather#0", "get_weather"), ("get_time#0", "get_time"),
+                     ("get_weather#1", "get_weather")]  # fmt: skip
+    resent = {"contents": [
+        {"role": "user", "parts": [{"text": "Weather and time?"}]},
+        {"role": "model", "parts": calls},
+        {"role": "user", "parts": [result("get_weather", "18C"), result("get_time", "09:00"),
+                                   result("get_weather", "-3C")]},
+    ]}  # fmt: skip
+    second = parse(
+        json.dumps(PLAIN).encode(), "application/json", request=json.dumps(resent).encode()
+    )
+    assert [p.id for p in second.messages[1].parts] == [i for i, _ in asked]
+    answered = {p.id: p.content[0].text for p in second.messages[2].parts}
+    assert answered == {"get_weather#0": "18C", "get_time#0": "09:00", "get_weather#1": "-3C"}
+    # An id the API did send is kept as it is.
+    assert turn_ids(parse(json.dumps(PLAIN).encode(), "application/json")) == ["c2"]
+
+
+def turn_ids(turn: Turn) -> list[str | None]:
+    return [p.id for m in turn.outputs for p in m.parts if p.type == "tool_call"]
+
+
 def test_plain_response() -> None:
     turn = parse(json.dumps(PLAIN).encode(), "application/json; charset=UTF-8")
     assert turn.error is None
@@ -185,7 +223,7 @@ def test_function_error_result() -> None:
     turn = parse(json.dumps(PLAIN).encode(), "application/json",
                  request=json.dumps(request).encode())  # fmt: skip
     result = turn.messages[0].parts[0]
-    assert (result.id, result.name, result.is_error) == (None, "run", True)
+    assert (result.id, result.name, result.is_error) == ("run#0", "run", True)
     assert result.content == [Part(type="text", text="exit 1")]
 
 

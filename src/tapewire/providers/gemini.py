@@ -75,7 +75,23 @@ def parse_request(body: dict[str, Any], turn: Turn) -> None:
 def _message(content: dict[str, Any], default_role: str) -> Message:
     role = content.get("role")
     role = role if isinstance(role, str) and role else default_role
-    return Message(role=_ROLES.get(role, role), parts=_parts(content.get("parts")))
+    return Message(role=_ROLES.get(role, role), parts=_numbered(_parts(content.get("parts"))))
+
+
+def _numbered(parts: list[Part]) -> list[Part]:
+    """Function calls and responses without an `id` (the API's default: ids are optional, and
+    the k-th response of a name answers the k-th call of it) get `name#k`: the same id for a
+    call, for the call as the next request resends it, and for its response, so that a tool
+    call is linked to its result as on the other APIs. A part's id comes from its content only,
+    so node ids stay content-addressed."""
+    seen: dict[tuple[str, str | None], int] = {}
+    for part in parts:
+        if part.type in ("tool_call", "tool_result") and part.id is None:
+            key = (part.type, part.name)
+            k = seen.get(key, 0)
+            seen[key] = k + 1
+            part.id = f"{part.name or ''}#{k}"
+    return parts
 
 
 # ---- parts ---------------------------------------------------------------------------------
