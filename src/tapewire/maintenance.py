@@ -84,4 +84,10 @@ def copy_store(
         report.derived += deriver.derive_ids(underived[i : i + 64])
         progress("deriving", min(i + 64, len(underived)), len(underived))
     deriver.analyse_pending()
+    if report.copied:
+        # A bulk load: PostgreSQL's planner statistics (which search relies on) and SQLite's
+        # search index merged, now rather than whenever autovacuum or the next prune gets to it.
+        progress("vacuum and analyse", 0, 1)
+        target.reclaim()
+        progress("vacuum and analyse", 1, 1)
     return report
