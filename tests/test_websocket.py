@@ -308,3 +308,49 @@ def test_a_websocket_reply_is_redacted_message_by_message(tmp_path: Path) -> Non
     assert [m["type"] for m in got] == ["a", "b", "c"]
     assert got[0]["text"] == got[2]["text"] == "password=[REDACTED:custom-1]"
     assert end.frames[:2] == frames[:2] and end.frames[3] == frames[3]
+
+
+def test_a_session_recorded_over_websocket_replays_over_websocket(
+    fake: FakeProvider, tmp_path: Path, db: DbRef
+) -> None:
+    """`tapewire replay` of a Codex-style session: the same messages, sent to the replay server
+    over a WebSocket, are answered with the recorded upstream messages, byte for byte; one the
+    recording does not hold gets an error event naming the turn it left the recording at."""
+    from tapewire.replay.server import ReplayServer, load
+
+    recorded: list[bytes] = []
+
+    async def scenario(ws_fake: FakeWebSocketProvider, url: str) -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{url}/s/wsreplay/v1/responses", headers=CODEX_HEADERS) as ws,
+        ):
+            await ws.send_str(json.dumps(FIRST))
+            first = await _reply(ws)
+            await ws.send_str(json.dumps(_second(json.loads(first[-1])["response"]["id"])))
+            recorded.extend(first + await _reply(ws))
+
+    store, _ = _run(fake, tmp_path, db, scenario)
+    recording = load(store, resolve_session(store, "wsreplay"))
+    assert [r.messages is not None for r in recording.exchanges] == [True, True]
+
+    async def replay(url: str) -> tuple[list[bytes], dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{url}/s/again/v1/responses") as ws,
+        ):
+            await ws.send_str(json.dumps(FIRST))
+            first = await _reply(ws)
+            await ws.send_str(json.dumps(_second(json.loads(first[-1])["response"]["id"])))
+            got = first + await _reply(ws)
+            await ws.send_str(json.dumps({**FIRST, "instructions": "Be verbose."}))
+            miss = await ws.receive_json(timeout=10)
+            return got, miss
+
+    with ReplayServer(recording) as server:
+        got, miss = asyncio.run(replay(server.url))
+    assert got == recorded
+    assert miss["type"] == "error" and miss["error"]["code"] == "tapewire_replay_miss"
+    assert "nearest is turn 1" in miss["error"]["message"]
+    assert "Be verbose." in miss["error"]["message"]
+    assert len(server.misses) == 1 and recording.unserved() == []

@@ -100,6 +100,9 @@ class Recorded:
     chunks: list[tuple[int, float]] | None  # (size, ms after the first byte)
     ttfb_ms: float | None  # from the request's end to the first byte
     served: int = 0
+    # Over a WebSocket: the upstream's data messages, each (payload, opcode, ms after the
+    # agent's message arrived); `body` holds them back to back.
+    messages: list[tuple[bytes, int, float]] | None = None
 
 
 @dataclass

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from tapewire import query
 from tapewire.content_encoding import DecodeError, decode
 from tapewire.loopserver import LoopServer
+from tapewire.model import Frame, ws_messages
 from tapewire.providers import api_for
 from tapewire.replay.match import SESSION_PREFIX, Miss, Recorded, Recording
 from tapewire.store import Store
@@ -47,8 +49,17 @@ def load(store: Store, session: str) -> Recording:
             status=row.status, headers=list(row.response_headers), body=row.response_body,
             chunks=row.response_chunks,
             ttfb_ms=(first - ended) * 1000 if first is not None and ended is not None else None,
+            messages=None if row.ws_frames is None else _messages(row.ws_frames, row.response_body),
         ))  # fmt: skip
     return Recording(out)
+
+
+def _messages(frames: list[Frame], body: bytes) -> list[tuple[bytes, int, float]]:
+    """A WebSocket exchange's upstream data messages, timed from the agent's message."""
+    asked = next((f.ms for f in frames if f.source == "agent" and not f.control), 0.0)
+    sent = [f for f in frames if f.source == "upstream" and not f.control]
+    payloads = ws_messages(frames, body, "upstream")
+    return [(data, f.opcode, f.ms - asked) for data, f in zip(payloads, sent, strict=True)]
 
 
 def pieces(recorded: Recorded) -> list[tuple[bytes, float]]:
@@ -119,9 +130,11 @@ class ReplayServer(LoopServer):
             await self._http.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
         # An agent set up for the proxy's `/s/<name>/` prefix is answered as the proxy would.
         path = SESSION_PREFIX.sub("", request.path_qs, count=1)
+        if request.method == "GET" and "websocket" in request.headers.get("upgrade", "").lower():
+            return await self._websocket(request, path)
+        body = await request.read()
         with contextlib.suppress(DecodeError):
             body = decode(body, request.headers.get("content-encoding")).data
         found = self.recording.answer(path, body)
@@ -153,6 +166,39 @@ class ReplayServer(LoopServer):
             await asyncio.sleep(0)  # each chunk leaves alone, as it arrived
         await response.write_eof()
         return response
+
+    async def _websocket(self, request: web.Request, path: str) -> web.WebSocketResponse:
+        """A recorded WebSocket session (the Responses API's): each message the agent sends is
+        answered with the recorded upstream messages of the exchange it matches, as they were
+        (text or binary, the same bytes; at the recorded pace with recorded timing). A message
+        the recording does not hold is answered with an `error` event saying where it left
+        the recording; misses are not passed through over a WebSocket."""
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        paced = self.timing == "recorded"
+        loop = asyncio.get_running_loop()
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            body = msg.data.encode() if msg.type is WSMsgType.TEXT else msg.data
+            found = self.recording.answer(path, body)
+            if not isinstance(found, Recorded) or found.messages is None:
+                miss = found if isinstance(found, Miss) else Miss(path, found)
+                self.misses.append(miss)
+                log.warning("replay miss: %s", miss.explain().splitlines()[0])
+                await ws.send_str(json.dumps({"type": "error", "error": {
+                    "type": "invalid_request_error", "code": "tapewire_replay_miss",
+                    "message": miss.explain()}}))  # fmt: skip
+                continue
+            start = loop.time()
+            for data, opcode, at_ms in found.messages:
+                if paced and (delay := start + at_ms / 1000 - loop.time()) > 0:
+                    await asyncio.sleep(delay)
+                if opcode == WSMsgType.TEXT:
+                    await ws.send_str(data.decode("utf-8", "surrogateescape"))
+                else:
+                    await ws.send_bytes(data)
+        return ws
 
     async def _pass_through(
         self, request: web.Request, path: str, body: bytes
