@@ -316,6 +316,7 @@ def test_a_session_recorded_over_websocket_replays_over_websocket(
     """`tapewire replay` of a Codex-style session: the same messages, sent to the replay server
     over a WebSocket, are answered with the recorded upstream messages, byte for byte; one the
     recording does not hold gets an error event naming the turn it left the recording at."""
+    from tapewire.replay.check import check
     from tapewire.replay.server import ReplayServer, load
 
     recorded: list[bytes] = []
@@ -354,3 +355,6 @@ def test_a_session_recorded_over_websocket_replays_over_websocket(
     assert "nearest is turn 1" in miss["error"]["message"]
     assert "Be verbose." in miss["error"]["message"]
     assert len(server.misses) == 1 and recording.unserved() == []
+    # `tapewire replay --check`: each recorded message asked again, its answer byte for byte.
+    checked = check(recording)
+    assert [(c.turn, c.ok) for c in checked] == [(1, True), (2, True)], checked

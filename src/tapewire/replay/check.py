@@ -5,9 +5,10 @@ and body byte for byte."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
+from aiohttp import WSMsgType
 
 from tapewire.replay.match import Recorded, Recording
 from tapewire.replay.server import ReplayServer
@@ -22,6 +23,8 @@ class Checked:
 
 
 async def _ask(url: str, recorded: Recorded, http: aiohttp.ClientSession) -> Checked:
+    if recorded.messages is not None:
+        return await _ask_websocket(url, recorded, http)
     headers = {"content-type": "application/json"}
     async with http.post(url + recorded.path, data=recorded.request, headers=headers) as resp:
         body = await resp.read()
@@ -36,6 +39,30 @@ async def _ask(url: str, recorded: Recorded, http: aiohttp.ClientSession) -> Che
     return Checked(recorded.turn, recorded.exchange, False, detail)
 
 
+async def _ask_websocket(url: str, recorded: Recorded, http: aiohttp.ClientSession) -> Checked:
+    """The recorded agent message over a WebSocket of its own; the recorded upstream messages
+    must come back, each byte for byte."""
+    assert recorded.messages is not None
+    want = [data for data, _, _ in recorded.messages]
+    got: list[bytes] = []
+    async with http.ws_connect(url + recorded.path, max_msg_size=0) as ws:
+        try:
+            await ws.send_str(recorded.request.decode())
+        except UnicodeDecodeError:
+            await ws.send_bytes(recorded.request)
+        while len(got) < len(want):
+            msg = await ws.receive(timeout=30)
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            got.append(msg.data.encode() if msg.type is WSMsgType.TEXT else msg.data)
+    if got == want:
+        return Checked(recorded.turn, recorded.exchange, True,
+                       f"{len(got)} messages, {sum(map(len, got))} bytes")  # fmt: skip
+    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), len(got))
+    detail = f"message {at + 1} differs ({len(got)} messages, recorded {len(want)})"
+    return Checked(recorded.turn, recorded.exchange, False, detail)
+
+
 async def _check_all(url: str, recording: Recording) -> list[Checked]:
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         return [await _ask(url, r, http) for r in recording.exchanges]
@@ -43,10 +70,6 @@ async def _check_all(url: str, recording: Recording) -> list[Checked]:
 
 def check(recording: Recording) -> list[Checked]:
     """Each recorded exchange, asked of a replay server of the same recording in order."""
-    fresh = Recording(
-        Recorded(r.exchange, r.turn, r.path, r.request, r.status, r.headers, r.body, r.chunks,
-                 r.ttfb_ms)
-        for r in recording.exchanges
-    )  # fmt: skip
+    fresh = Recording(replace(r, served=0) for r in recording.exchanges)
     with ReplayServer(fresh) as server:
         return asyncio.run(_check_all(server.url, recording))
