@@ -73,6 +73,7 @@ class FakeWebSocketProvider:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.handshakes: list[dict[str, str]] = []  # request headers of each upgrade
+        self.targets: list[str] = []  # and its path and query
         self.received: list[tuple[str, bytes]] = []  # (WSMsgType name, payload)
         self.sent: list[tuple[str, bytes]] = []
         self.ended = asyncio.Event()  # a connection ended, however
@@ -97,6 +98,7 @@ class FakeWebSocketProvider:
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         self.handshakes.append(dict(request.headers))
+        self.targets.append(request.path_qs)
         ws = web.WebSocketResponse(autoping=False, autoclose=False, decode_text=False)
         ws.headers["x-fake-upgrade"] = "yes"
         await ws.prepare(request)

@@ -169,7 +169,9 @@ def test_close_codes_pings_and_binary_pass_through(
     async def scenario(ws_fake: FakeWebSocketProvider, url: str) -> None:
         async with (
             aiohttp.ClientSession() as http,
-            http.ws_connect(f"{url}/v1/responses", autoping=False, autoclose=False) as ws,
+            http.ws_connect(
+                f"{url}/v1/responses?access_token=tok-ws-9&x=1", autoping=False, autoclose=False
+            ) as ws,
         ):
             await ws.ping(b"agent-ping")
             got.append(("pong", *(await _one(ws))))
@@ -192,7 +194,12 @@ def test_close_codes_pings_and_binary_pass_through(
     ]
     assert ("PONG", b"fake-ping") in ws_fake.received
     assert ws_fake.received[-1] == ("CLOSE", (4003).to_bytes(2, "big") + b"agent answers")
+    # A credential in the query reaches the upstream as sent, and no record.
+    assert ws_fake.targets == ["/v1/responses?access_token=tok-ws-9&x=1"]
     rows = _ws_rows(store)
+    assert {(r.path, r.upstream_url.split("/", 3)[-1]) for r in rows} == {
+        ("/v1/responses?access_token=&x=1", "v1/responses?access_token=&x=1")
+    }
     frames = [(f.source, f.opcode) for r in rows for f in r.ws_frames or []]
     assert frames == [
         ("agent", 9), ("upstream", 10),  # ping, pong

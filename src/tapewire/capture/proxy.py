@@ -161,8 +161,7 @@ class Proxy:
         try:
             upstream = await self._client.request(
                 request.method,
-                # The target as sent: the record's upstream_url has its credentials removed.
-                URL(r.upstream.origin + r.target, encoded=True),
+                _upstream_url(r),
                 headers=fwd,
                 data=data,
                 allow_redirects=False,
@@ -266,7 +265,7 @@ class Proxy:
         ex = state.ex
         try:
             upstream = await self._client.ws_connect(
-                URL(ex.upstream_url, encoded=True),
+                _upstream_url(r),
                 headers=_upstream_headers(headers, r, _WS_HANDSHAKE),
                 protocols=protocols(headers),
                 autoclose=False,  # close frames are forwarded, not answered by aiohttp
@@ -391,6 +390,11 @@ def _upstream_headers(headers: Headers, r: Route, drop: frozenset[str] = frozens
             if not k.lower().startswith(_OURS)
         ]
     )
+
+
+def _upstream_url(r: Route) -> URL:
+    """The target as the agent sent it: the record's upstream_url has credentials removed."""
+    return URL(r.upstream.origin + r.target, encoded=True)
 
 
 def upstream_context(extra_ca: Path | None) -> ssl.SSLContext | bool:
