@@ -29,6 +29,7 @@ from tapewire.capture.tls import LocalCA
 from tapewire.service import Service, ServiceThread
 from tapewire.store import open_store
 from tapewire.store.location import DbRef
+from test_run import SDK_CALLS
 from test_sdk import anthropic_calls, openai_calls
 
 HOSTS = ("api.anthropic.com", "api.openai.com")
@@ -247,18 +248,13 @@ def test_upstream_ca_is_needed(tls_fake: FakeProvider, public_ca: LocalCA, tmp_p
         assert [r.outcome for r in stored(service).exchanges()] == ["upstream_error"]
 
 
-AGENT = """
-import os, sys
-import anthropic, openai
-with openai.OpenAI(api_key="sk-child") as client:
-    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-with anthropic.Anthropic(api_key="sk-child") as client:
-    client.messages.create(model="claude-test", max_tokens=8,
-                           messages=[{"role": "user", "content": "hi"}])
-for name in ("HTTPS_PROXY", "https_proxy", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE",
+AGENT = (
+    SDK_CALLS
+    + """for name in ("HTTPS_PROXY", "https_proxy", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE",
              "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "OPENAI_BASE_URL"):
     print(name, os.environ.get(name))
 """
+)
 
 
 def _run_https(tmp_path: Path, db: DbRef, fake: FakeProvider, public_ca: LocalCA,

@@ -13,7 +13,8 @@ from servecli import ServeProcess
 from tapewire.store import open_store
 from tapewire.store.location import DbRef
 
-AGENT = """
+# A child agent: one call with each SDK, through whatever the environment points it at.
+SDK_CALLS = """
 import os, sys
 import anthropic, openai
 with openai.OpenAI(api_key="sk-child") as client:
@@ -21,9 +22,13 @@ with openai.OpenAI(api_key="sk-child") as client:
 with anthropic.Anthropic(api_key="sk-child") as client:
     client.messages.create(model="claude-test", max_tokens=8,
                            messages=[{"role": "user", "content": "hi"}])
-print("base", os.environ["OPENAI_BASE_URL"])
+"""
+AGENT = (
+    SDK_CALLS
+    + """print("base", os.environ["OPENAI_BASE_URL"])
 sys.exit(3)
 """
+)
 
 
 def _git_repo(path: Path) -> None:
