@@ -390,9 +390,11 @@ def test_export_cut_short_and_stop_let_go_of_every_store(recorded_db: DbRef) -> 
     server = ReadServer(recorded_db, "127.0.0.1", 0)
     server.start()
     try:
-        params = [("session", SESSION)] * 100  # 8.5 MB
-        # A small receive buffer, fixed: loopback's autotuning would let the client's grow to
-        # 32 MB and take the whole export, which would then have ended, not been cut short.
+        # 800 sessions' worth (68 MB), each named by a short prefix to keep the URL short, read
+        # through a small receive buffer, fixed: loopback's autotuning would let the client's
+        # grow to 32 MB, and a smaller export could then end rather than be cut short.
+        prefix = _ok(httpx.get(server.url + "/api/sessions"))["sessions"][0]["id"][:8]
+        params = [("session", prefix)] * 800
         small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)]
         with (
             httpx.Client(transport=httpx.HTTPTransport(socket_options=small)) as client,
